@@ -1,0 +1,1 @@
+"""Datasets: sample tables, transforms, datamodules and the embedded synthetic set."""

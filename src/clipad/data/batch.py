@@ -1,0 +1,45 @@
+"""The two data contracts every part relies on: a sample-table row and a batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+import torch
+
+
+class SampleRow(TypedDict):
+    """One image of a dataset, as every scanner returns it."""
+
+    img_path: str
+    mask_path: str | None  # None when the dataset has no mask for this image
+    label: int  # 0 normal, 1 anomalous
+    cls_name: str  # folder/class name as the dataset spells it
+    defect_type: str  # "good" for normal images
+    split: str  # "train" or "test"
+
+
+@dataclass
+class Batch:
+    """A collated batch. Lightning moves dataclass batches between devices field by field."""
+
+    image: torch.Tensor  # [B, 3, H, W], normalised with the backbone's mean/std
+    mask: torch.Tensor  # [B, 1, H, W] float in {0, 1}; zeros where has_mask is False
+    has_mask: torch.Tensor  # [B] bool: False for image-level-only datasets
+    label: torch.Tensor  # [B] long: 0 normal, 1 anomalous (derived from the mask where only masks exist)
+    cls_name: list[str]  # class folder names
+    prompt_name: list[str]  # class names as they enter text prompts
+    dataset: list[str]  # dataset names (`data=` names)
+    path: list[str]  # image paths
+    # AdaptCLIP training: one normal image of each query's class, [B, 3, H, W]; None otherwise.
+    normal_image: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+@dataclass
+class AnomalyOutput:
+    """What every model returns at test time."""
+
+    anomaly_map: torch.Tensor  # [B, H, W] in [0, 1] at input resolution, smoothed
+    score: torch.Tensor  # [B] in [0, 1]

@@ -1,0 +1,1 @@
+"""LightningModules: the shared base, the training-free CLIP baseline, AdaCLIP and AdaptCLIP."""

@@ -1,0 +1,25 @@
+"""Which LightningModule implements each `model=` config."""
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig
+
+from clipad.models.base import AnomalyModule
+
+MODULES = {
+    "clip": "clipad.models.clip_baseline:ClipBaselineModule",
+    "adaclip": "clipad.models.adaclip.module:AdaCLIPModule",
+    "adaptclip": "clipad.models.adaptclip.module:AdaptCLIPModule",
+}
+
+
+def module_class(name: str) -> type[AnomalyModule]:
+    if name not in MODULES:
+        raise ValueError(f"model.name={name!r} is unknown; choose one of {sorted(MODULES)}")
+    module_path, class_name = MODULES[name].split(":")
+    return getattr(importlib.import_module(module_path), class_name)
+
+
+def build_module(cfg: DictConfig, device: str = "cpu") -> AnomalyModule:
+    return module_class(cfg.model.name)(cfg, device=device)
