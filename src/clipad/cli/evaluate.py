@@ -1,0 +1,54 @@
+"""`python evaluate.py ckpt_path=... data=X [shots=k]`: evaluate a trained model on any dataset(s)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from clipad.cli.checkpoint import module_from_checkpoint
+from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.run_info import save_run_info
+from clipad.cli.train import build_callbacks, run_identity
+from clipad.data.datamodule import AnomalyDataModule
+from clipad.report.console import print_results
+from clipad.tracking import build_loggers
+
+log = logging.getLogger(__name__)
+
+
+def command_line_overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | None:
+    module = module_from_checkpoint(cfg.ckpt_path, cfg, command_line_overrides() if overrides is None else overrides)
+    cfg = module.cfg
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    save_run_info(cfg, output_dir)
+    datamodule = AnomalyDataModule.from_config(cfg)
+    _, group = run_identity(cfg)
+    loggers = build_loggers(cfg, group=group)
+    callbacks = build_callbacks(cfg, has_validation=False, skip=("model_checkpoint",))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                     enable_checkpointing=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = module.stage_results["test"]
+    if trainer.is_global_zero:
+        results.to_csv(output_dir / "results.csv")
+        (output_dir / "results.md").write_text(results.to_markdown())
+        print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+    value = results.class_means().get("pixel_auroc")
+    return float(value) if value is not None and value == value else None
+
+
+@hydra_entry("eval")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg)

@@ -1,0 +1,51 @@
+"""`python -m clipad.summary model=X backbone=Y [overrides]`: trainable parameters per part.
+
+Builds the model on the meta device (no memory, no weights, no data), so the counts the papers report
+can be checked for any backbone in seconds.
+"""
+from __future__ import annotations
+
+import sys
+
+from torch import nn
+
+from clipad.cli.hydra_setup import compose_config
+from clipad.models.registry import build_module
+
+
+def trainable_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def parameter_rows(model: nn.Module, max_depth: int = 2) -> list[tuple[str, int]]:
+    """(dotted name, trainable parameters) of sub-modules down to max_depth that hold any."""
+    rows = []
+    for name, sub in model.named_modules():
+        depth = name.count(".") + 1 if name else 0
+        if 0 < depth <= max_depth:
+            count = trainable_count(sub)
+            if count:
+                rows.append((name, count))
+    return rows
+
+
+def summary_lines(model: nn.Module) -> list[str]:
+    rows = parameter_rows(model)
+    width = max([len(name) for name, _ in rows] + [10])
+    lines = [f"{'part':<{width}}  {'trainable':>12}"]
+    lines += [f"{'  ' * name.count('.') + name.rsplit('.', 1)[-1]:<{width}}  {count:>12,}" for name, count in rows]
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    lines.append(f"{'frozen backbone':<{width}}  {frozen:>12,}")
+    lines.append(f"trainable parameters: {trainable_count(model)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = compose_config("train", list(sys.argv[1:] if argv is None else argv))
+    model = build_module(cfg, device="meta")
+    print(f"model={cfg.model.name} backbone={cfg.backbone.name} image_size={cfg.backbone.image_size}")
+    print("\n".join(summary_lines(model)))
+
+
+if __name__ == "__main__":
+    main()

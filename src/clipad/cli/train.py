@@ -1,0 +1,126 @@
+"""`python train.py ...`: train a model on its auxiliary data, then test zero-/few-shot on the targets."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.run_info import save_run_info
+from clipad.data.datamodule import AnomalyDataModule
+from clipad.models.registry import build_module
+from clipad.report.console import print_results, print_trained_vs_untrained
+from clipad.tracking import build_loggers
+
+log = logging.getLogger(__name__)
+
+
+def run_identity(cfg: DictConfig) -> tuple[str, str | None]:
+    """A readable run name from the command-line overrides, and the W&B group of a multirun."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # called outside a Hydra run (tests)
+        return cfg.get("run_name") or cfg.task_name, None
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("paths.", "hydra."))]
+    name = cfg.get("run_name") or (",".join(overrides) or cfg.task_name)
+    group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return name, group
+
+
+def build_callbacks(cfg: DictConfig, has_validation: bool, skip: tuple[str, ...] = ()) -> list[L.Callback]:
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if name in skip or not isinstance(cb_cfg, DictConfig) or "_target_" not in cb_cfg:
+            continue
+        if name == "model_checkpoint" and not has_validation:
+            cb_cfg = cb_cfg.copy()
+            with open_dict(cb_cfg):
+                cb_cfg.monitor = None  # no validation data: keep the last epoch
+        callbacks.append(instantiate(cb_cfg))
+    return callbacks
+
+
+def resolve_resume_path(cfg: DictConfig) -> str | None:
+    if cfg.get("ckpt_path") in (None, ""):
+        return None
+    if cfg.ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {path}. Resume in the interrupted run's directory: "
+                "hydra.run.dir=<that run dir> ckpt_path=last, or give ckpt_path=<run dir>/checkpoints/last.ckpt"
+            )
+        return str(path)
+    path = Path(cfg.ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path} does not exist")
+    return str(path)
+
+
+def evaluation_trainer(cfg: DictConfig) -> L.Trainer:
+    """A bare trainer for extra evaluations (the untrained baseline): no loggers, no checkpoints."""
+    return L.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit (if the model has trainable parts), test, report. Returns the metric a sweep optimises."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name, group = run_identity(cfg)
+    datamodule = AnomalyDataModule.from_config(cfg)
+    module = build_module(cfg)
+    if module.backbone.is_random:
+        log.warning("RANDOM backbone (%s): numbers are not comparable with the papers.", cfg.backbone.name)
+    save_run_info(cfg, output_dir)
+
+    untrained = None
+    if cfg.get("compare_untrained") and module.is_trainable and cfg.test:
+        evaluation_trainer(cfg).test(module, datamodule=datamodule, verbose=False)
+        untrained = module.stage_results["test"]
+
+    loggers = build_loggers(cfg, group=group)
+    with open_dict(cfg):
+        cfg.run_name = name
+    has_validation = datamodule.has_validation and module.is_trainable
+    callbacks = build_callbacks(cfg, has_validation)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    if cfg.get("train", True) and module.is_trainable:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
+    if not cfg.get("test", True):
+        return None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    results = module.stage_results["test"]
+    if trainer.is_global_zero:
+        results.to_csv(output_dir / "results.csv")
+        (output_dir / "results.md").write_text(results.to_markdown())
+        print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+        if untrained is not None:
+            print_trained_vs_untrained(untrained, results)
+        if best:
+            log.info("Best checkpoint: %s", best)
+    for logger in loggers:
+        logger.finalize("success")
+    value = results.class_means().get("pixel_auroc")
+    return float(value) if value is not None and value == value else None
+
+
+@hydra_entry("train")
+def main(cfg: DictConfig) -> float | None:
+    torch.set_float32_matmul_precision("high")
+    return train(cfg)

@@ -1,0 +1,1 @@
+"""Results tables for people: console output, heatmap figures, run comparisons."""

@@ -1,0 +1,36 @@
+"""What a finished run prints: the results table, where files went, and the demo's before/after view."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def print_results(results, cfg: DictConfig, output_dir: Path, random_backbone: bool) -> None:
+    print()
+    if random_backbone:
+        print(f"NOTE: backbone {cfg.backbone.name} has RANDOM weights (no pretrained CLIP): these numbers only "
+              "show that the pipeline works; they are not comparable with the papers.")
+    print(results.to_markdown())
+    print(f"Results: {output_dir / 'results.md'} and {output_dir / 'results.csv'}")
+    heatmaps = output_dir / "heatmaps"
+    if heatmaps.is_dir():
+        print(f"Heatmaps: {heatmaps}")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def print_trained_vs_untrained(untrained, trained, metric: str = "pixel_auroc") -> None:
+    """Per class of the targets (never seen in training): the metric before and after training."""
+    before = {(r["dataset"], r["class"]): r.get(metric) for r in untrained.class_rows()}
+    print(f"\nUnseen classes, {metric.replace('_', ' ')} (%): untrained vs trained model")
+    print("| dataset | class | untrained | trained |")
+    print("|---|---|---|---|")
+    for row in trained.class_rows():
+        key = (row["dataset"], row["class"])
+        print(f"| {key[0]} | {key[1]} | {_percent(before.get(key))} | {_percent(row.get(metric))} |")
+    mean_before = untrained.class_means().get(metric)
+    mean_after = trained.class_means().get(metric)
+    print(f"| mean | | {_percent(mean_before)} | {_percent(mean_after)} |")
