@@ -1,0 +1,29 @@
+"""`python -m clipad.report DIR [DIR ...]`: compare runs or the jobs of a multirun.
+
+Prints the table and writes report.md and report.csv into the first DIR.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clipad.report.compare import comparison_rows, to_markdown, write_csv
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clipad.report", description=__doc__.split("\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or multirun dirs")
+    args = parser.parse_args(argv)
+    try:
+        rows = comparison_rows(args.dirs)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
+    markdown = to_markdown(rows)
+    print(markdown)
+    (args.dirs[0] / "report.md").write_text(markdown)
+    write_csv(rows, args.dirs[0] / "report.csv")
+    print(f"wrote {args.dirs[0] / 'report.md'} and {args.dirs[0] / 'report.csv'} ({len(rows)} runs)")
+
+
+if __name__ == "__main__":
+    main()

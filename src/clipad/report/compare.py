@@ -1,0 +1,88 @@
+"""Comparison table of runs: one row per run (or multirun job) with its overrides and summary metrics."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import yaml
+
+from clipad.metrics.results import METRIC_NAMES, ResultsTable
+
+RESULTS_FILE = "results.csv"
+
+
+def run_dirs(paths: list[Path]) -> list[Path]:
+    """Run dirs among `paths`: a dir with results.csv, or a multirun dir whose job subdirs have one."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a directory")
+        if (path / RESULTS_FILE).is_file():
+            found.append(path)
+            continue
+        jobs = sorted((p.parent for p in path.glob(f"*/{RESULTS_FILE}")),
+                      key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+        if not jobs:
+            raise FileNotFoundError(f"{path}: no {RESULTS_FILE} in it or in its job subdirectories (did the runs finish?)")
+        found.extend(jobs)
+    return found
+
+
+def run_overrides(run_dir: Path) -> str:
+    """The command-line overrides Hydra recorded for the run (.hydra/overrides.yaml)."""
+    file = run_dir / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return ""
+    return " ".join(str(o) for o in (yaml.safe_load(file.read_text()) or []))
+
+
+def summary_columns(table: ResultsTable) -> dict[str, float]:
+    """Dataset means, plus domain means when the run has several datasets."""
+    rows = table.rows
+    datasets = [r for r in rows if r["level"] == "dataset"]
+    chosen = datasets + ([r for r in rows if r["level"] == "domain"] if len(datasets) > 1 else [])
+    out = {}
+    for row in chosen:
+        name = row["dataset"] if row["level"] == "dataset" else f"{row['domain']} (domain)"
+        for metric in METRIC_NAMES:
+            out[f"{name}/{metric}"] = row[metric]
+    return out
+
+
+def comparison_rows(paths: list[Path]) -> list[dict]:
+    rows = []
+    for run_dir in run_dirs(paths):
+        table = ResultsTable.from_csv(run_dir / RESULTS_FILE)
+        rows.append({"run": str(run_dir), "overrides": run_overrides(run_dir), **summary_columns(table)})
+    return rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return columns
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{100 * value:.1f}"
+    return str(value if value is not None else "-")
+
+
+def to_markdown(rows: list[dict]) -> str:
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n\nMetrics in percent; f1max columns are oracle-threshold figures.\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = _columns(rows)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ("" if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c, ""))
+                             for c in columns})
