@@ -7,15 +7,21 @@ from typing import TypedDict
 import torch
 
 
-class SampleRow(TypedDict):
-    """One image of a dataset, as every scanner returns it."""
-
+class _SampleRowFields(TypedDict):
     img_path: str
     mask_path: str | None  # None when the dataset has no mask for this image
     label: int  # 0 normal, 1 anomalous
     cls_name: str  # folder/class name as the dataset spells it
     defect_type: str  # "good" for normal images
     split: str  # "train" or "test"
+
+
+class SampleRow(_SampleRowFields, total=False):
+    """One image of a dataset, as every scanner returns it (the six fields above are always present)."""
+
+    # Optional: (left, top, right, bottom) pixel box of img_path and of its mask that forms the sample,
+    # e.g. the three horizontal bands of a KSDD image (AdaCLIP's protocol). Absent: the whole image.
+    crop: tuple[int, int, int, int]
 
 
 @dataclass

@@ -1,0 +1,303 @@
+"""AnomalyDataModule: the target (test) datasets, the auxiliary training datasets, validation, few-shot prompts.
+
+Built from the whole composed run config by `AnomalyDataModule.from_config(cfg)`; see its docstring for the
+keys it reads.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch.utils.data import ConcatDataset, DataLoader
+
+from clipad.data.batch import SampleRow
+from clipad.data.catalog import dataset_root, load_dataset_config, prompt_name
+from clipad.data.dataset import AnomalyDataset, collate_batch, drop_unreadable, sample_id
+from clipad.data.few_shot import draw_prompts, prompt_pool, write_prompt_record
+from clipad.data.scanners import GENERATED_LAYOUTS, scan
+from clipad.data.scanners.selection import check_missing_masks, has_pixel_labels, run_classes, select_rows
+from clipad.data.transforms import SampleTransform
+
+log = logging.getLogger(__name__)
+
+# Options a user sets on the target's node (data.X=...) that apply to every dataset of the run.
+RUN_OPTIONS = ("class_names", "skip_bad", "missing_mask")
+NO_VALIDATION = ("none", "None", "null", "")
+
+
+@dataclass
+class DatasetSource:
+    """A dataset of the run: its name (`data=` name), its data node and its root folder."""
+
+    name: str
+    cfg: DictConfig
+    root: Path
+
+    @property
+    def layout(self) -> str:
+        return str(self.cfg.get("layout", self.name))
+
+
+class AnomalyDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        *,
+        targets: Sequence[DatasetSource],
+        train: Sequence[DatasetSource] = (),
+        val: DatasetSource | None = None,
+        image_size: int | Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 8,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        train_split: str = "test",
+        augment: Sequence | None = None,
+        shots: int = 0,
+        few_shot_seed: int = 0,
+        output_dir: Path | None = None,
+        mosaic_p: float = 0.0,
+        mosaic_datasets: Sequence[str] = ("mvtec",),
+        pair_normal: bool = False,
+    ) -> None:
+        super().__init__()
+        if not targets:
+            raise ValueError("no target dataset: set data=NAME (or data.test=[...])")
+        self._targets = list(targets)
+        self._train = list(train)
+        self._val = val
+        self._sources = {s.name: s for s in [*self._targets, *self._train, *([val] if val else [])]}
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.train_split = train_split
+        self.shots, self.few_shot_seed, self.output_dir = int(shots), int(few_shot_seed), output_dir
+        self.mosaic_p, self.mosaic_datasets, self.pair_normal = float(mosaic_p), list(mosaic_datasets), pair_normal
+        self.eval_transform = SampleTransform(image_size, mean, std)
+        self.train_transform = SampleTransform(image_size, mean, std, augment) if augment else self.eval_transform
+        self.train_set: ConcatDataset | None = None
+        self.val_set: AnomalyDataset | None = None
+        self.test_set: ConcatDataset | None = None
+        self._tables: dict[str, list[SampleRow]] = {}
+        self._prompts: dict[tuple[str, str], torch.Tensor] = {}
+        self._prompt_record: dict[str, dict] = {"prompts": {}, "splits": {}}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> AnomalyDataModule:
+        """Build from the whole composed config. Keys read:
+
+        data.{name, test, train, val, train_split, batch_size, eval_batch_size, num_workers, augment} and the
+        run options data.{class_names, skip_bad, missing_mask} (applied to every dataset of the run);
+        model.{aux_data.default, aux_data.by_target, mosaic_p, mosaic_datasets, pair_normal} (optional);
+        paths.{data_dir, output_dir}; backbone.{image_size, mean, std}; shots; few_shot_seed.
+        Each other dataset's node is conf/data/<name>.yaml (clipad.data.catalog); the target's is cfg.data,
+        so overrides such as data.classes apply to it.
+        """
+        data = cfg.data
+        target = str(data.name)
+        data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)
+        data_dir = None if data_dir is None else Path(str(data_dir)).expanduser()
+
+        def source(name: str) -> DatasetSource:
+            node = data if name == target else _with_run_options(load_dataset_config(name), data)
+            return DatasetSource(name, node, dataset_root(node, data_dir))
+
+        test_names = _names(data.get("test")) or [target]
+        rule = _aux_rule(cfg, target)
+        train_names = _names(data.train) if data.get("train") is not None else _names(rule.get("train"))
+        val_name = data.get("val")
+        if val_name is None:
+            val_name = rule.get("val")
+        val_name = None if val_name is None or str(val_name) in NO_VALIDATION else str(val_name)
+        model = cfg.get("model") or OmegaConf.create({})
+        return cls(
+            targets=[source(n) for n in test_names],
+            train=[source(n) for n in train_names],
+            val=source(val_name) if val_name else None,
+            image_size=cfg.backbone.image_size,
+            mean=list(cfg.backbone.mean),
+            std=list(cfg.backbone.std),
+            batch_size=int(data.get("batch_size", 8)),
+            eval_batch_size=int(data.get("eval_batch_size", 8)),
+            num_workers=int(data.get("num_workers", 0)),
+            train_split=str(data.get("train_split", "test")),
+            augment=data.get("augment"),
+            shots=int(cfg.get("shots", 0) or 0),
+            few_shot_seed=int(cfg.get("few_shot_seed", 0) or 0),
+            output_dir=_output_dir(cfg),
+            mosaic_p=float(model.get("mosaic_p", 0) or 0),
+            mosaic_datasets=list(model.get("mosaic_datasets", ["mvtec"])),
+            pair_normal=bool(model.get("pair_normal", False)),
+        )
+
+    # -- what the run uses ------------------------------------------------------------------------------
+    @property
+    def test_datasets(self) -> list[str]:
+        return [s.name for s in self._targets]
+
+    @property
+    def train_datasets(self) -> list[str]:
+        return [s.name for s in self._train]
+
+    @property
+    def val_dataset(self) -> str | None:
+        return self._val.name if self._val else None
+
+    @property
+    def has_validation(self) -> bool:
+        return self._val is not None
+
+    @property
+    def domains(self) -> dict[str, str]:
+        """Dataset name -> domain (industrial, medical, ...) for every dataset of the run."""
+        return {name: str(s.cfg.get("domain", "unknown")) for name, s in self._sources.items()}
+
+    def classes(self, dataset: str) -> list[str]:
+        """The classes of `dataset` this run uses (scans the root on first call)."""
+        source = self._sources[dataset]
+        return run_classes(source.cfg, self.table(dataset), source.root)
+
+    def prompt_name(self, dataset: str, cls_name: str) -> str:
+        """The class name as it enters text prompts (data.class_names: faithful or readable)."""
+        return prompt_name(self._sources[dataset].cfg, cls_name)
+
+    def table(self, dataset: str) -> list[SampleRow]:
+        """Every row of `dataset` (all classes and splits found), scanned once."""
+        if dataset not in self._tables:
+            source = self._sources[dataset]
+            self._tables[dataset] = scan(source.layout, source.root, source.cfg)
+        return self._tables[dataset]
+
+    # -- Lightning hooks --------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        # Generated datasets are built once per node (Lightning calls this on local rank 0 only).
+        for source in self._sources.values():
+            if source.layout in GENERATED_LAYOUTS:
+                self.table(source.name)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None and self._train:
+            self.train_set = ConcatDataset([self._dataset(s, self.train_split, training=True) for s in self._train])
+        if stage in (None, "fit", "validate") and self.val_set is None and self._val is not None:
+            self.val_set = self._dataset(self._val, "test", training=False)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = ConcatDataset([self._dataset(s, "test", training=False) for s in self._targets])
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise RuntimeError("no training data: set data.train=[...] (or the model's aux_data), then setup('fit')")
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """One loader over every target dataset, ordered by (dataset, class, path)."""
+        if self.test_set is None:
+            self.setup("test")
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    # -- few-shot ---------------------------------------------------------------------------------------
+    def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
+        """[shots, 3, H, W]: the class's normal prompt images, the same tensor for every query of the class."""
+        key = (dataset, cls_name)
+        if key not in self._prompts:
+            if self.shots < 1:
+                raise ValueError("normal prompt images need shots >= 1 (shots=0 is zero-shot)")
+            pool, split = prompt_pool(self.table(dataset), cls_name, dataset)
+            if split != "train":
+                log.info("%s/%s has no train split: few-shot prompts come from its test split's normal images",
+                         dataset, cls_name)
+            chosen = draw_prompts(pool, self.shots, self.few_shot_seed)
+            loader = self._dataset_for_loading(self._sources[dataset])
+            self._prompts[key] = torch.stack([loader.image_tensor(row) for row in chosen])
+            self._prompt_record["prompts"].setdefault(dataset, {})[cls_name] = [sample_id(r) for r in chosen]
+            self._prompt_record["splits"].setdefault(dataset, {})[cls_name] = split
+            self._write_prompt_record()
+        return self._prompts[key]
+
+    def _write_prompt_record(self) -> None:
+        if self.output_dir is None:
+            log.debug("no output directory: few-shot prompt paths not written")
+            return
+        path = self.output_dir / f"few_shot_prompts_seed{self.few_shot_seed}.json"
+        write_prompt_record(path, {"shots": self.shots, "seed": self.few_shot_seed, **self._prompt_record})
+
+    # -- building ---------------------------------------------------------------------------------------
+    def _dataset(self, source: DatasetSource, split: str, training: bool) -> AnomalyDataset:
+        rows = select_rows(source.cfg, self.table(source.name), split, source.root)
+        mask_rule = str(source.cfg.get("mask_rule", "auto"))
+        if source.cfg.get("skip_bad", False):
+            rows = drop_unreadable(rows, dataset=source.name, mask_rule=mask_rule)
+        pixel_labels = self._pixel_labels(source)
+        check_missing_masks(rows, dataset=source.name, pixel_labels=pixel_labels,
+                            policy=str(source.cfg.get("missing_mask", "error")))
+        classes = list(dict.fromkeys(r["cls_name"] for r in rows))
+        normal_rows = None
+        if training and self.pair_normal:
+            normal_rows = {c: prompt_pool(self.table(source.name), c, source.name)[0] for c in classes}
+        return AnomalyDataset(
+            rows,
+            dataset=source.name,
+            transform=self.train_transform if training else self.eval_transform,
+            prompt_names={c: prompt_name(source.cfg, c) for c in classes},
+            pixel_labels=pixel_labels,
+            mask_rule=mask_rule,
+            mosaic_p=self.mosaic_p if training and source.name in self.mosaic_datasets else 0.0,
+            normal_rows=normal_rows,
+            normal_transform=self.eval_transform,
+        )
+
+    def _dataset_for_loading(self, source: DatasetSource) -> AnomalyDataset:
+        return AnomalyDataset([], dataset=source.name, transform=self.eval_transform, prompt_names={},
+                              pixel_labels=self._pixel_labels(source),
+                              mask_rule=str(source.cfg.get("mask_rule", "auto")))
+
+    def _pixel_labels(self, source: DatasetSource) -> bool:
+        return has_pixel_labels(source.cfg, self.table(source.name))
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_batch,
+        )
+
+
+def _names(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _aux_rule(cfg: DictConfig, target: str) -> DictConfig:
+    """The model's reference training choice for this target: aux_data.by_target[target] or aux_data.default."""
+    aux = OmegaConf.select(cfg, "model.aux_data", default=None)
+    if aux is None:
+        return OmegaConf.create({})
+    by_target = aux.get("by_target") or {}
+    return by_target.get(target) or aux.get("default") or OmegaConf.create({})
+
+
+def _with_run_options(node: DictConfig, data: DictConfig) -> DictConfig:
+    overrides = {key: data.get(key) for key in RUN_OPTIONS if key in data}
+    return OmegaConf.merge(node, overrides) if overrides else node
+
+
+def _output_dir(cfg: DictConfig) -> Path | None:
+    try:
+        value = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    except (OmegaConfBaseException, ValueError) as error:  # ${hydra:runtime.output_dir} outside a Hydra run
+        log.debug("paths.output_dir cannot be resolved (%s)", error)
+        return None
+    return None if value in (None, "") else Path(str(value)).expanduser()

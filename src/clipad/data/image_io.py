@@ -1,0 +1,135 @@
+"""Reading images and masks from any distribution of the datasets: every format ends as 8-bit RGB / a grey mask.
+
+Pillow decodes; OpenCV (installed with albumentations) is the fallback for the few files Pillow cannot read
+(some TIFF variants: the AdaCLIP reference reads CVC-ClinicDB's .tif with OpenCV for that reason).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks stored as JPEG carry compression noise around 0 and 255
+MASK_RULES = ("auto", "nonzero", "half")
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow clips these to 255 on convert()
+
+
+class ImageReadError(OSError):
+    """A file that is not a readable image; the message names it."""
+
+    def __init__(self, path: str | Path, reason: object) -> None:
+        super().__init__(
+            f"cannot read image {path}: {reason}. Replace or delete the file, or set data.skip_bad=true to "
+            "skip unreadable files with a warning."
+        )
+        self.path = str(path)
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """An image as 8-bit RGB: grey, palette, RGBA (alpha dropped, as the references' convert('RGB')),
+    CMYK converted by Pillow; 16-bit and 32-bit images scaled to 8 bits (not clipped)."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated file fails here and is named
+            if image.mode in _HIGH_DEPTH_MODES:
+                return _rgb_from_array(np.asarray(image))
+            return image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, error) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        return _rgb_from_array(_decode_with_opencv(path, error))
+
+
+def read_mask(path: str | Path, rule: str = "auto") -> Image.Image:
+    """A mask as a grey 'L' image in 0..255 whose pixels > 127 are anomalous once resized (threshold 0.5).
+
+    rule: nonzero = every value > 0 is anomalous (region-id masks such as VisA's; the AdaCLIP reference's
+    rule for every dataset); half = anomalous above half the value range (0/1, 0/255 or 0/65535 masks; the
+    safe choice for JPEG masks, whose compression noise makes near-zero values non-zero); auto = nonzero for
+    lossless files, half for JPEG files.
+    """
+    if rule not in MASK_RULES:
+        raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r} (data.mask_rule)")
+    values = _mask_values(path)
+    if rule == "auto":
+        rule = "half" if Path(path).suffix.lower() in LOSSY_SUFFIXES else "nonzero"
+    if rule == "nonzero":
+        grey = np.where(values > 0, 255, 0).astype(np.uint8)
+    else:
+        top = float(values.max()) if values.size else 0.0
+        scale = 1.0 if top <= 1 else 255.0 if top <= 255 else 65535.0
+        grey = np.clip(np.rint(values.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L")
+
+
+def is_anomalous(mask: Image.Image) -> bool:
+    """Whether a grey mask from read_mask has any anomalous pixel (the same threshold as after resizing)."""
+    return bool((np.asarray(mask) > 127).any())
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError):
+        array = _decode_with_opencv(path, "Pillow cannot open it")
+        return array.shape[1], array.shape[0]
+
+
+def _mask_values(path: str | Path) -> np.ndarray:
+    """The mask's stored values as a 2-D array (palette masks: their indices, i.e. the region ids)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":
+                return np.asarray(image)
+            if image.mode == "1":
+                return np.asarray(image, dtype=np.uint8)
+            if image.mode in _HIGH_DEPTH_MODES or image.mode == "L":
+                return np.asarray(image)
+            return np.asarray(image.convert("RGB")).max(axis=2)  # colour masks: any coloured pixel counts
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, error) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        array = _decode_with_opencv(path, error)
+        return array[..., :3].max(axis=2) if array.ndim == 3 else array
+
+
+def _decode_with_opencv(path: str | Path, pil_error: object) -> np.ndarray:
+    """The fallback decoder; RGB(A) channel order; raises ImageReadError when it fails too."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
+    if array is None:
+        raise ImageReadError(path, pil_error)
+    if array.ndim == 3 and array.shape[2] >= 3:
+        array = array[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
+    return np.ascontiguousarray(array)
+
+
+def _rgb_from_array(array: np.ndarray) -> Image.Image:
+    array = _to_uint8(array)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    elif array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale to 0..255 by the value range of the storage type: 16-bit is divided by 257, not clipped."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    values = array.astype(np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if array.dtype.kind == "f" and top <= 1.0:
+        scale = 1.0  # float images in [0, 1]
+    elif top <= 65535 or array.dtype.itemsize <= 2:
+        scale = 65535.0  # 16-bit data (Pillow also opens some 16-bit files as 32-bit mode 'I')
+    else:
+        scale = top  # genuine 32-bit data: its own maximum
+    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
