@@ -9,6 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from clipad.cli.hydra_setup import hydra_entry
@@ -86,10 +87,13 @@ def train(cfg: DictConfig) -> float | None:
     module = build_module(cfg)
     if module.backbone.is_random:
         log.warning("RANDOM backbone (%s): numbers are not comparable with the papers.", cfg.backbone.name)
-    save_run_info(cfg, output_dir)
+    # DDP ranks > 0 re-run this command (Lightning's subprocess launcher): they only join the fit/test.
+    is_rank_zero = rank_zero_only.rank == 0
+    if is_rank_zero:
+        save_run_info(cfg, output_dir)
 
     untrained = None
-    if cfg.get("compare_untrained") and module.is_trainable and cfg.test:
+    if cfg.get("compare_untrained") and module.is_trainable and cfg.test and is_rank_zero:
         evaluation_trainer(cfg).test(module, datamodule=datamodule, verbose=False)
         untrained = module.stage_results["test"]
 

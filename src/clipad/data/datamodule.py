@@ -12,9 +12,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 
 from clipad.data.batch import SampleRow
 from clipad.data.catalog import dataset_root, load_dataset_config, prompt_name
@@ -261,15 +262,45 @@ class AnomalyDataModule(L.LightningDataModule):
         return has_pixel_labels(source.cfg, self.table(source.name))
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = distributed_sampler(dataset, shuffle=shuffle, seed=self.few_shot_seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_batch,
         )
+
+
+def distributed_sampler(dataset, shuffle: bool, seed: int) -> Sampler | None:
+    """Samplers for DDP runs (the ddp trainer configs set use_distributed_sampler=false).
+
+    Lightning's default DistributedSampler pads evaluation sets with repeated images so every rank gets
+    as many batches; repeated images would change the metrics. Evaluation is therefore sharded without
+    padding (ranks may get one batch less: the loop has no per-step collective), training keeps
+    torch's DistributedSampler.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    if shuffle:
+        return DistributedSampler(dataset, shuffle=True, seed=seed)
+    return UnpaddedShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+
+
+class UnpaddedShardSampler(Sampler[int]):
+    """Every world_size-th index starting at rank: each sample is seen by exactly one rank."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def _names(value) -> list[str]:
