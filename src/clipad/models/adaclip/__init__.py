@@ -1,0 +1,1 @@
+"""AdaCLIP: hybrid (static + dynamic) learnable prompts on a frozen CLIP, with hybrid semantic fusion."""
