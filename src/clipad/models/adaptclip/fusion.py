@@ -1,0 +1,54 @@
+"""How AdaptCLIP fuses its branches into one map and one score (the reference's `average_mean`).
+
+Zero-shot: map = mean of the branch maps, smoothed; score = mean(branch scores..., max of the
+smoothed map). Few-shot: map = harmonic mean of [mean of the branch maps, alignment map], smoothed;
+score = harmonic mean of [mean of the branch scores, max of the smoothed map].
+The branches are whichever adapters exist (visual, textual and, few-shot, prompt-query): with a
+subset of adapters the means run over the branches present and the rules stay the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from clipad.data.batch import AnomalyOutput
+
+EPS = 1e-12  # a zero among the values makes the harmonic mean (numerically) zero, as its limit
+
+
+def harmonic_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return values.clamp_min(EPS).reciprocal().mean(dim=dim).reciprocal()
+
+
+def _image_max(maps: torch.Tensor) -> torch.Tensor:
+    return maps.flatten(1).amax(dim=1)
+
+
+def zero_shot_fusion(
+    maps: list[torch.Tensor], scores: list[torch.Tensor], smooth: Callable[[torch.Tensor], torch.Tensor]
+) -> AnomalyOutput:
+    """maps: branch maps [B, H, W] in [0, 1]; scores: branch scores [B]."""
+    if not maps:
+        raise ValueError(
+            "zero-shot fusion needs the visual or the textual adapter (adapter=pq needs shots >= 1)"
+        )
+    anomaly_map = smooth(torch.stack(maps).mean(dim=0))
+    score = torch.stack([*scores, _image_max(anomaly_map)]).mean(dim=0)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
+
+
+def few_shot_fusion(
+    maps: list[torch.Tensor],
+    scores: list[torch.Tensor],
+    alignment: torch.Tensor,
+    smooth: Callable[[torch.Tensor], torch.Tensor],
+) -> AnomalyOutput:
+    """alignment: [B, H, W] in [0, 1], the training-free harmonic mean of the layers' 1 - cos maps."""
+    if not maps:
+        raise ValueError("few-shot fusion needs at least one adapter branch")
+    branch_map = torch.stack(maps).mean(dim=0)
+    anomaly_map = smooth(harmonic_mean(torch.stack([branch_map, alignment]), dim=0))
+    score = harmonic_mean(torch.stack([torch.stack(scores).mean(dim=0), _image_max(anomaly_map)]), dim=0)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
