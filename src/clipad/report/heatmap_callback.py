@@ -16,7 +16,7 @@ class HeatmapWriter(L.Callback):
     def __init__(self, per_class: int = 4, scaling: str = "per_image") -> None:
         self.per_class = per_class
         self.scaling = scaling
-        self.counts: Counter[tuple[str, str]] = Counter()
+        self.counts: Counter[tuple[str, str, int]] = Counter()
         self.written: list[Path] = []
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -33,17 +33,21 @@ class HeatmapWriter(L.Callback):
         out_dir = Path(cfg.paths.output_dir) / "heatmaps"
         for i in range(len(batch)):
             key = (batch.dataset[i], batch.cls_name[i])
-            if self.counts[key] >= self.per_class:
+            label = int(batch.label[i])
+            # Half normal, half anomalous images per class, so both kinds of map can be compared.
+            quota = self.per_class // 2 if label == 0 else self.per_class - self.per_class // 2
+            if self.counts[(*key, label)] >= quota:
                 continue
-            self.counts[key] += 1
+            self.counts[(*key, label)] += 1
             image = denormalise(batch.image[i].float(), list(cfg.backbone.mean), list(cfg.backbone.std))
             mask = batch.mask[i, 0].float().cpu().numpy() if bool(batch.has_mask[i]) else None
             score = float(outputs.score[i])
-            label = "anomalous" if int(batch.label[i]) else "normal"
-            path = out_dir / key[0] / key[1] / f"{Path(batch.path[i]).stem}_{self.counts[key]}.png"
+            source = Path(batch.path[i].split("#", 1)[0])
+            path = out_dir / key[0] / key[1] / f"{source.parent.name}_{source.stem}.png"
             self.written.append(save_heatmap_figure(
                 path, image, outputs.anomaly_map[i].float().cpu().numpy(), mask,
-                title=f"{key[0]}/{key[1]}  {Path(batch.path[i]).name}  ({label}, score {score:.3f})",
+                title=f"{key[0]}/{key[1]}  {source.parent.name}/{source.name}  "
+                      f"({'anomalous' if label else 'normal'}, score {score:.3f})",
                 scaling=self.scaling,
             ))
 

@@ -1,0 +1,154 @@
+"""The results table: one row per class, then per-dataset means, then per-domain means.
+
+Values are fractions in [0, 1] (NaN = missing) everywhere except ``to_markdown``, which prints percent
+with one decimal as the papers do. Means skip missing values: a dataset mean is over its classes, a
+domain mean over its datasets' means (so a large dataset does not outweigh a small one).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+METRIC_NAMES = (
+    "image_auroc",
+    "image_ap",
+    "image_f1max",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1max",
+    "pixel_aupro",
+)
+ORACLE_METRICS = ("image_f1max", "pixel_f1max")
+KEY_COLUMNS = ("level", "domain", "dataset", "class")
+MEAN = "mean"  # the class (and, for domain rows, dataset) entry of a mean row
+
+_HEADERS = {
+    "image_auroc": "Image AUROC",
+    "image_ap": "Image AP",
+    "image_f1max": "Image F1-max†",
+    "pixel_auroc": "Pixel AUROC",
+    "pixel_ap": "Pixel AP",
+    "pixel_f1max": "Pixel F1-max†",
+    "pixel_aupro": "Pixel AUPRO",
+}
+ORACLE_FOOTNOTE = (
+    "† F1-max is an oracle-threshold figure: the best F1 over all thresholds, chosen on the test "
+    "labels themselves; no threshold fixed in advance is known to reach it."
+)
+
+
+def _mean(values: Iterable[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return math.fsum(present) / len(present) if present else math.nan
+
+
+def _first_seen(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+class ResultsTable:
+    """Rows of metrics. Build it from class rows; the mean rows are derived.
+
+    ``class_rows``: dicts with keys ``dataset``, ``domain``, ``class`` and every name in
+    ``METRIC_NAMES`` (float, NaN when missing), in the order they should be shown.
+    """
+
+    def __init__(self, class_rows: Sequence[dict]):
+        datasets = _first_seen(r["dataset"] for r in class_rows)
+        domains = _first_seen(r["domain"] for r in class_rows)
+        clash = set(datasets) & set(domains)
+        if clash:
+            raise ValueError(f"names {sorted(clash)} are used both as dataset and as domain; rename one")
+        for dataset in datasets:
+            owners = {r["domain"] for r in class_rows if r["dataset"] == dataset}
+            if len(owners) > 1:
+                raise ValueError(f"dataset {dataset!r} is listed under several domains {sorted(owners)}")
+        self._class_rows = [
+            {"level": "class", **{k: r[k] for k in KEY_COLUMNS[1:]}, **{m: float(r[m]) for m in METRIC_NAMES}}
+            for r in class_rows
+        ]
+        self._dataset_rows = [self._mean_row(dataset) for dataset in datasets]
+        self._domain_rows = [self._domain_row(domain) for domain in domains]
+
+    def _mean_row(self, dataset: str) -> dict:
+        members = [r for r in self._class_rows if r["dataset"] == dataset]
+        row = {"level": "dataset", "domain": members[0]["domain"], "dataset": dataset, "class": MEAN}
+        return row | {m: _mean(r[m] for r in members) for m in METRIC_NAMES}
+
+    def _domain_row(self, domain: str) -> dict:
+        members = [r for r in self._dataset_rows if r["domain"] == domain]
+        row = {"level": "domain", "domain": domain, "dataset": MEAN, "class": MEAN}
+        return row | {m: _mean(r[m] for r in members) for m in METRIC_NAMES}
+
+    @property
+    def rows(self) -> list[dict]:
+        """Class rows, then dataset means, then domain means (copies; key ``level`` tells which)."""
+        return [dict(r) for r in self._class_rows + self._dataset_rows + self._domain_rows]
+
+    def class_rows(self) -> list[dict]:
+        """The per-class rows only (copies)."""
+        return [dict(r) for r in self._class_rows]
+
+    def class_means(self) -> dict[str, float]:
+        """Each metric averaged over all classes of all datasets (NaN where no class has it)."""
+        return {m: _mean(r[m] for r in self._class_rows) for m in METRIC_NAMES}
+
+    def summary(self, prefix: str = "test") -> dict[str, float]:
+        """``{prefix}/{dataset}/{metric}`` and ``{prefix}/{domain}/{metric}`` means; missing ones left out."""
+        out = {}
+        for row in self._dataset_rows + self._domain_rows:
+            name = row["dataset"] if row["level"] == "dataset" else row["domain"]
+            for metric in METRIC_NAMES:
+                if not math.isnan(row[metric]):
+                    out[f"{prefix}/{name}/{metric}"] = row[metric]
+        return out
+
+    def to_markdown(self, classes: bool = True) -> str:
+        """Paper-style table in percent (one decimal, "-" = missing) with the oracle footnote."""
+        header = ["Domain", "Dataset", "Class", *(_HEADERS[m] for m in METRIC_NAMES)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(METRIC_NAMES)]
+        shown = (self._class_rows if classes else []) + self._dataset_rows + self._domain_rows
+        for row in shown:
+            dataset = "**mean**" if row["level"] == "domain" else row["dataset"]
+            cls = "**mean**" if row["level"] != "class" else row["class"]
+            values = ["-" if math.isnan(row[m]) else f"{100 * row[m]:.1f}" for m in METRIC_NAMES]
+            lines.append("| " + " | ".join([row["domain"], dataset, cls, *values]) + " |")
+        return "\n".join(lines) + "\n\n" + ORACLE_FOOTNOTE + "\n"
+
+    def to_csv(self, path: str | Path) -> None:
+        """All rows; fractions at full precision, missing values as empty cells."""
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[*KEY_COLUMNS, *METRIC_NAMES])
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow(row | {m: "" if math.isnan(row[m]) else repr(row[m]) for m in METRIC_NAMES})
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> ResultsTable:
+        """Read a table written by ``to_csv`` (its class rows; means are recomputed identically)."""
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = [c for c in (*KEY_COLUMNS, *METRIC_NAMES) if rows and c not in rows[0]]
+        if missing:
+            raise ValueError(f"{path}: not a clipad results CSV, columns {missing} are missing")
+        return cls(
+            [
+                {**r, **{m: float(r[m]) if r[m] else math.nan for m in METRIC_NAMES}}
+                for r in rows
+                if r["level"] == "class"
+            ]
+        )
+
+    def wandb_table_data(self) -> tuple[list[str], list[list]]:
+        """(columns, data) for ``wandb.Table(columns=..., data=...)``: fractions, None when missing."""
+        columns = [*KEY_COLUMNS, *METRIC_NAMES]
+        data = [
+            [None if c in METRIC_NAMES and math.isnan(r[c]) else r[c] for c in columns] for r in self.rows
+        ]
+        return columns, data
+
+    def __repr__(self) -> str:
+        return f"ResultsTable({len(self._class_rows)} classes, {len(self._dataset_rows)} datasets)"
