@@ -225,13 +225,17 @@ def build_backbone(
         )
     if pretrained is None:
         log.warning("Backbone %s is RANDOMLY initialised: results are not comparable with the papers.", cfg.name)
-    clip = open_clip.create_model(
-        cfg.name,
-        pretrained=pretrained,
-        force_quick_gelu=quick_gelu,
-        device=device,
-        cache_dir=str(cache_dir),
-    )
+    # A random backbone is drawn from its own fixed seed, so every process (DDP ranks, evaluate.py on a
+    # checkpoint, which never stores the frozen backbone) rebuilds exactly the same weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg.get("random_seed", 0)))
+        clip = open_clip.create_model(
+            cfg.name,
+            pretrained=pretrained,
+            force_quick_gelu=quick_gelu,
+            device=device,
+            cache_dir=str(cache_dir),
+        )
     return ClipBackbone(
         clip,
         open_clip.get_tokenizer(cfg.name),

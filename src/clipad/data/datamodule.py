@@ -66,6 +66,7 @@ class AnomalyDataModule(L.LightningDataModule):
         mosaic_p: float = 0.0,
         mosaic_datasets: Sequence[str] = ("mvtec",),
         pair_normal: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not targets:
@@ -78,6 +79,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.train_split = train_split
         self.shots, self.few_shot_seed, self.output_dir = int(shots), int(few_shot_seed), output_dir
         self.mosaic_p, self.mosaic_datasets, self.pair_normal = float(mosaic_p), list(mosaic_datasets), pair_normal
+        self.seed = int(seed)
         self.eval_transform = SampleTransform(image_size, mean, std)
         self.train_transform = SampleTransform(image_size, mean, std, augment) if augment else self.eval_transform
         self.train_set: ConcatDataset | None = None
@@ -133,6 +135,7 @@ class AnomalyDataModule(L.LightningDataModule):
             mosaic_p=float(model.get("mosaic_p", 0) or 0),
             mosaic_datasets=list(model.get("mosaic_datasets", ["mvtec"])),
             pair_normal=bool(model.get("pair_normal", False)),
+            seed=int(cfg.get("seed", 0) or 0),
         )
 
     # -- what the run uses ------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ class AnomalyDataModule(L.LightningDataModule):
         return has_pixel_labels(source.cfg, self.table(source.name))
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = distributed_sampler(dataset, shuffle=shuffle, seed=self.few_shot_seed)
+        sampler = epoch_sampler(dataset, shuffle=shuffle, seed=self.seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -275,19 +278,24 @@ class AnomalyDataModule(L.LightningDataModule):
         )
 
 
-def distributed_sampler(dataset, shuffle: bool, seed: int) -> Sampler | None:
-    """Samplers for DDP runs (the ddp trainer configs set use_distributed_sampler=false).
+def epoch_sampler(dataset, shuffle: bool, seed: int) -> Sampler | None:
+    """Samplers whose order depends only on (seed, epoch, rank), so a resumed run replays the same batches.
 
-    Lightning's default DistributedSampler pads evaluation sets with repeated images so every rank gets
-    as many batches; repeated images would change the metrics. Evaluation is therefore sharded without
-    padding (ranks may get one batch less: the loop has no per-step collective), training keeps
-    torch's DistributedSampler.
+    Training always uses torch's DistributedSampler (one replica without DDP): Lightning calls its
+    set_epoch, so epoch e has the same order whether or not the run was interrupted before it.
+    Evaluation under DDP is sharded without padding (the ddp trainer configs set
+    use_distributed_sampler=false): DistributedSampler would repeat images to even out the ranks, and
+    repeated images would change the metrics. Ranks may get one batch less; the loop has no per-step
+    collective.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return None
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if shuffle:
-        return DistributedSampler(dataset, shuffle=True, seed=seed)
-    return UnpaddedShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+        if distributed:
+            return DistributedSampler(dataset, shuffle=True, seed=seed)
+        return DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    if distributed:
+        return UnpaddedShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+    return None
 
 
 class UnpaddedShardSampler(Sampler[int]):
