@@ -35,7 +35,26 @@ def build_loggers(cfg: DictConfig, group: str | None = None) -> list[Logger]:
                 if group:
                     logger_cfg.group = group
                 Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
-            loggers.append(instantiate(logger_cfg, config=OmegaConf.to_container(cfg, resolve=True)))
+            make_logger = instantiate(logger_cfg, _partial_=True)  # `config` would clash with instantiate's own
+            loggers.append(make_logger(config=OmegaConf.to_container(cfg, resolve=True)))
         else:
             loggers.append(instantiate(logger_cfg))
     return loggers
+
+
+def log_results(loggers: list[Logger], results, prefix: str = "test") -> None:
+    """The per-class table as a W&B Table and the dataset/domain means as run summary metrics."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        columns, data = results.wandb_table_data()
+        logger.log_table(key=f"{prefix}/results", columns=columns, data=data)
+        logger.experiment.summary.update(results.summary(prefix=prefix))
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close the run of every logger, so the next job of a multirun starts a run of its own."""
+    for logger in loggers:
+        logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()

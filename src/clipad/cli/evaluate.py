@@ -15,7 +15,7 @@ from clipad.cli.run_info import save_run_info
 from clipad.cli.train import build_callbacks, run_identity
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.report.console import print_results
-from clipad.tracking import build_loggers
+from clipad.tracking import build_loggers, finish_loggers, log_results
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
         results.to_csv(output_dir / "results.csv")
         (output_dir / "results.md").write_text(results.to_markdown())
         print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+        log_results(loggers, results)
+    finish_loggers(loggers)
     value = results.class_means().get("pixel_auroc")
     return float(value) if value is not None and value == value else None
 

@@ -17,7 +17,7 @@ from clipad.cli.run_info import save_run_info
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.models.registry import build_module
 from clipad.report.console import print_results, print_trained_vs_untrained
-from clipad.tracking import build_loggers
+from clipad.tracking import build_loggers, finish_loggers, log_results
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("train", True) and module.is_trainable:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
     if not cfg.get("test", True):
+        finish_loggers(loggers)
         return None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -114,12 +115,12 @@ def train(cfg: DictConfig) -> float | None:
         results.to_csv(output_dir / "results.csv")
         (output_dir / "results.md").write_text(results.to_markdown())
         print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+        log_results(loggers, results)
         if untrained is not None:
             print_trained_vs_untrained(untrained, results)
         if best:
             log.info("Best checkpoint: %s", best)
-    for logger in loggers:
-        logger.finalize("success")
+    finish_loggers(loggers)
     value = results.class_means().get("pixel_auroc")
     return float(value) if value is not None and value == value else None
 

@@ -1,0 +1,173 @@
+"""`python -m clipad.predict ckpt_path=... input=FOLDER|GLOB|FILE`: score images with a trained model.
+
+Writes <output_dir>/scores.csv (path, score and, with a threshold, the decision), one figure per image
+(image | anomaly map with colour bar | overlay) and optionally the raw maps (.npy) and binary masks. Images
+stream through a DataLoader in batches: any number of them, never all in memory. Unreadable files are named,
+skipped and listed in unreadable.csv.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from clipad.cli.checkpoint import merged_config, read_checkpoint
+from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.predict_inputs import (
+    FolderPrompts,
+    ImageFileDataset,
+    LoadedImages,
+    collate_images,
+    list_input_images,
+)
+from clipad.cli.predict_outputs import OutputOptions, PredictionWriter
+from clipad.data.batch import Batch
+from clipad.data.transforms import SampleTransform
+from clipad.models.base import AnomalyModule
+from clipad.models.registry import build_module
+
+log = logging.getLogger(__name__)
+PREDICT_DATASET = "predict"  # dataset name of every image (few-shot prompts are requested under it)
+
+
+@dataclass
+class PredictionSummary:
+    output_dir: Path
+    scores_path: Path
+    scored: int
+    unreadable: list[tuple[str, str]]  # (path, reason)
+    figures: list[Path]
+
+
+def command_line_overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra run (tests compose the config)
+        return []
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load_module(cfg: DictConfig, overrides: list[str], device: str) -> AnomalyModule:
+    """The checkpoint's model on `device`, in eval mode.
+
+    A random backbone (tests, the demo) is not in the checkpoint: it is drawn again from the RNG, seeded as
+    train.py seeds it before building the model, so that it is the backbone the model was trained with.
+    """
+    state_dict, saved = read_checkpoint(cfg.ckpt_path)
+    torch.manual_seed(int(saved.get("seed") or 0))
+    module = build_module(merged_config(saved, cfg, overrides), device=device)
+    module.load_state_dict(state_dict, strict=True)
+    return module.to(device).eval()
+
+
+def model_input(module: AnomalyModule) -> SampleTransform:
+    """The data pipeline's resize (Pillow bicubic) and the backbone's normalisation."""
+    cfg = module.cfg.backbone
+    return SampleTransform(module.backbone.image_size, list(cfg.mean), list(cfg.std))
+
+
+def attach_normal_prompts(module: AnomalyModule, cfg: DictConfig, transform: SampleTransform) -> None:
+    """Few-shot models get shots_dir's images as normal prompts; without shots_dir they run zero-shot."""
+    few_shot = hasattr(module, "prompt_source")
+    if cfg.get("shots_dir"):
+        if not few_shot:
+            raise ValueError(
+                f"shots_dir is for few-shot models (model=adaptclip); model={module.cfg.model.name} takes no "
+                "normal prompt images: leave shots_dir out"
+            )
+        prompts = FolderPrompts(cfg.shots_dir, transform, cfg.get("shots"))
+        module.prompt_source = prompts
+        module.shots = prompts.shots
+        log.info("few-shot: %d normal prompt images from %s", prompts.shots, cfg.shots_dir)
+    elif few_shot:
+        module.shots = 0
+
+
+def batch_of(loaded: LoadedImages, class_name: str, device: str) -> Batch:
+    images = loaded.images.to(device)
+    count = images.shape[0]
+    return Batch(
+        image=images,
+        mask=images.new_zeros(count, 1, *images.shape[-2:]),
+        has_mask=torch.zeros(count, dtype=torch.bool, device=device),
+        label=torch.zeros(count, dtype=torch.long, device=device),
+        cls_name=[class_name] * count,
+        prompt_name=[class_name] * count,
+        dataset=[PREDICT_DATASET] * count,
+        path=loaded.paths,
+    )
+
+
+def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSummary:
+    options = OutputOptions(  # options and input are checked before the model loads: mistakes fail in a second
+        threshold=cfg.threshold,
+        pixel_threshold=cfg.pixel_threshold,
+        save_figures=bool(cfg.save_figures),
+        save_masks=bool(cfg.save_masks),
+        save_maps=bool(cfg.save_maps),
+        scaling=cfg.scaling,
+    )
+    output_dir = Path(cfg.output_dir)
+    listing = list_input_images(str(cfg.input), exclude=output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    module = load_module(cfg, command_line_overrides() if overrides is None else overrides, device)
+    transform = model_input(module)
+    attach_normal_prompts(module, cfg, transform)
+    random_note = "  [random backbone]" if module.backbone.is_random else ""
+    writer = PredictionWriter(output_dir, listing.root, options, title_note=random_note,
+                              figure_workers=int(cfg.num_workers))
+    dataset = ImageFileDataset(listing.paths, transform, previews=writer.needs_previews)
+    loader = DataLoader(
+        dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), collate_fn=collate_images,
+        pin_memory=device.startswith("cuda"),
+    )
+    try:
+        with logging_redirect_tqdm(), torch.no_grad(), tqdm(total=len(dataset), unit="img", desc="predict") as bar:
+            for loaded in loader:
+                for path, reason in loaded.unreadable:
+                    log.warning("skipped unreadable image %s: %s", path, reason)
+                    writer.skip(path, reason)
+                if loaded.images is not None:
+                    output = module(batch_of(loaded, str(cfg.class_name), device))
+                    for i, path in enumerate(loaded.paths):
+                        writer.write(path, float(output.score[i]), output.anomaly_map[i], loaded.sizes[i],
+                                     loaded.previews[i])
+                bar.update(len(loaded.paths) + len(loaded.unreadable))
+        if writer.pending_figures():
+            with logging_redirect_tqdm(), tqdm(total=writer.pending_figures(), unit="fig", desc="figures") as bar:
+                writer.draw_pending(bar)
+    finally:
+        writer.close()  # waits for the last figures
+    summary = PredictionSummary(output_dir, writer.scores_path, writer.count, writer.unreadable, writer.figures)
+    print_summary(summary, random_backbone=module.backbone.is_random)
+    return summary
+
+
+def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
+    print(f"scored {summary.scored} images -> {summary.scores_path}")
+    if summary.figures:
+        print(f"{len(summary.figures)} figures in {summary.output_dir / 'figures'}")
+    if summary.unreadable:
+        names = ", ".join(path for path, _ in summary.unreadable[:5]) + (" ..." if len(summary.unreadable) > 5 else "")
+        print(f"skipped {len(summary.unreadable)} unreadable files ({names}); listed in "
+              f"{summary.output_dir / 'unreadable.csv'}")
+    if random_backbone:
+        print("random backbone: these scores say nothing about the method")
+
+
+@hydra_entry("predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)

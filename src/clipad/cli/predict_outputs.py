@@ -1,0 +1,190 @@
+"""What `predict` writes per image: a scores.csv row, a figure, and optionally the raw map and a binary mask.
+
+Output files mirror the input's folder structure under the output folder and keep the input's file name,
+suffix included (`a/b.jpg` -> `figures/a/b.jpg.png`, `b.jpg.npy`, `b.jpg.mask.png`), so that `b.png` and
+`b.jpg` in one folder never overwrite each other.
+
+Per-dataset colour scaling needs the range of all maps before the first figure is drawn: the maps are then
+kept on disk (float16, figure size) while predicting, and the figures drawn at the end, re-reading each image.
+Figures are drawn in worker processes: matplotlib needs about 0.25 s per figure, more than a model forward.
+"""
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import shutil
+import tempfile
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
+from clipad.data.image_io import read_rgb
+from clipad.report.heatmaps import SCALINGS, save_prediction_figure
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    threshold: float | None  # image decision: score >= threshold -> anomalous
+    pixel_threshold: float | None  # binary mask: map >= pixel_threshold
+    save_figures: bool
+    save_masks: bool
+    save_maps: bool
+    scaling: str
+
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling={self.scaling!r}: choose one of {', '.join(SCALINGS)}")
+        if self.save_masks and self.pixel_threshold is None:
+            raise ValueError("save_masks=true needs a threshold: set pixel_threshold=... (or threshold=...)")
+
+
+def resized_map(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[S, S] map -> [H, W] float32 at another resolution (bilinear; values stay within the map's range)."""
+    if tuple(anomaly_map.shape) == tuple(size):
+        return anomaly_map.float().cpu().numpy()
+    resized = F.interpolate(anomaly_map[None, None].float(), size=size, mode="bilinear", align_corners=False)
+    return resized[0, 0].cpu().numpy()
+
+
+class FigureDrawer:
+    """save_prediction_figure in `workers` processes (0: in this one), at most 2 per worker waiting at a time."""
+
+    def __init__(self, workers: int) -> None:
+        # fork: the workers only run matplotlib, and start without re-importing torch.
+        context = multiprocessing.get_context("fork")
+        self._pool = ProcessPoolExecutor(workers, mp_context=context) if workers > 0 else None
+        self._waiting: deque[Future] = deque()
+        self._limit = 2 * workers
+
+    def draw(self, *args) -> None:
+        if self._pool is None:
+            save_prediction_figure(*args)
+            return
+        self._waiting.append(self._pool.submit(save_prediction_figure, *args))
+        while len(self._waiting) > self._limit:
+            self._waiting.popleft().result()  # re-raises a worker's error
+
+    def close(self) -> None:
+        try:
+            while self._waiting:
+                self._waiting.popleft().result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+
+class PredictionWriter:
+    def __init__(
+        self, output_dir: Path, input_root: Path, options: OutputOptions, title_note: str = "", figure_workers: int = 0
+    ) -> None:
+        self.output_dir = output_dir
+        self.input_root = input_root.resolve()
+        self.options = options
+        self.title_note = title_note
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.scores_path = output_dir / "scores.csv"
+        self._scores_file = self.scores_path.open("w", newline="")
+        self._scores = csv.writer(self._scores_file)
+        self._scores.writerow(["path", "score"] + (["anomalous"] if options.threshold is not None else []))
+        self.unreadable_path = output_dir / "unreadable.csv"
+        self.unreadable: list[tuple[str, str]] = []
+        self.count = 0
+        self.figures: list[Path] = []
+        self._low, self._high = float("inf"), float("-inf")
+        defer = options.save_figures and options.scaling == "per_dataset"
+        self._pending_dir = Path(tempfile.mkdtemp(prefix=".pending_figures_", dir=output_dir)) if defer else None
+        self._pending: list[tuple[str, Path, str]] = []  # (image path, stored map, title)
+        self._drawer = FigureDrawer(figure_workers) if options.save_figures else None
+
+    def output_stem(self, path: str) -> Path:
+        """output_dir/figures/<path below the input root>, suffix kept in the name."""
+        resolved = Path(path).resolve()
+        relative = resolved.relative_to(self.input_root) if resolved.is_relative_to(self.input_root) else Path(resolved.name)
+        return self.output_dir / "figures" / relative
+
+    def title(self, path: str, score: float) -> str:
+        decision = ""
+        if self.options.threshold is not None:
+            decision = " -> anomalous" if score >= self.options.threshold else " -> normal"
+        return f"{Path(path).name}  score {score:.4g}{decision}{self.title_note}"
+
+    def write(self, path: str, score: float, anomaly_map: torch.Tensor, size: tuple[int, int],
+              preview: np.ndarray | None) -> None:
+        """One image's outputs; anomaly_map [S, S] on any device, size (height, width) of the input file."""
+        options = self.options
+        row = [path, f"{score:.6g}"]
+        if options.threshold is not None:
+            row.append(int(score >= options.threshold))
+        self._scores.writerow(row)
+        self.count += 1
+        self._low = min(self._low, float(anomaly_map.min()))
+        self._high = max(self._high, float(anomaly_map.max()))
+        stem = self.output_stem(path)
+        if options.save_maps or options.save_masks:
+            full = resized_map(anomaly_map, size)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            if options.save_maps:
+                np.save(stem.with_name(stem.name + ".npy"), full.astype(np.float32))
+            if options.save_masks:
+                mask = np.where(full >= options.pixel_threshold, 255, 0).astype(np.uint8)
+                Image.fromarray(mask, mode="L").save(stem.with_name(stem.name + ".mask.png"))
+        if not options.save_figures:
+            return
+        if self._pending_dir is None:
+            self._draw(stem, preview, resized_map(anomaly_map, preview.shape[:2]), self.title(path, score), None)
+        else:  # kept small: at most the figure's size, float16
+            side = min(PREVIEW_SIZE, max(anomaly_map.shape))
+            stored = self._pending_dir / f"{self.count}.npy"
+            np.save(stored, resized_map(anomaly_map, (side, side)).astype(np.float16))
+            self._pending.append((path, stored, self.title(path, score)))
+
+    @property
+    def needs_previews(self) -> bool:
+        """Whether write() wants each image's preview now (deferred figures re-read their image instead)."""
+        return self.options.save_figures and self._pending_dir is None
+
+    def skip(self, path: str, reason: str) -> None:
+        self.unreadable.append((path, reason))
+
+    def _draw(self, stem: Path, preview: np.ndarray, shown: np.ndarray, title: str,
+              dataset_range: tuple[float, float] | None) -> None:
+        figure = stem.with_name(stem.name + ".png")
+        self._drawer.draw(figure, preview, shown, title, self.options.scaling, dataset_range)
+        self.figures.append(figure)
+
+    def pending_figures(self) -> int:
+        return len(self._pending)
+
+    def draw_pending(self, progress=None) -> None:
+        """Draw the deferred per-dataset figures with the colour range of all maps."""
+        dataset_range = (self._low, self._high)
+        for path, stored, title in self._pending:
+            preview = preview_of(read_rgb(path))
+            shown = resized_map(torch.from_numpy(np.load(stored)), preview.shape[:2])
+            self._draw(self.output_stem(path), preview, shown, title, dataset_range)
+            stored.unlink()
+            if progress is not None:
+                progress.update(1)
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Finish the figures, close scores.csv, remove scratch files, list the unreadable files."""
+        self._scores_file.close()
+        try:
+            if self._drawer is not None:
+                self._drawer.close()
+        finally:
+            if self._pending_dir is not None:
+                shutil.rmtree(self._pending_dir, ignore_errors=True)
+        if self.unreadable:
+            with self.unreadable_path.open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["path", "reason"])
+                writer.writerows(self.unreadable)
