@@ -10,26 +10,16 @@ import argparse
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from clipad.cli.hydra_setup import compose_config
-from clipad.models.registry import build_module
+from clipad.models.registry import build_module_structure
 
 PAPER_BACKBONE = "backbone=vit_l14_336"
 
 
-def _structure_only(cfg: DictConfig) -> DictConfig:
-    """The same model without needing CLIP weights: only shapes are compared, on the meta device."""
-    build = cfg.copy()
-    with open_dict(build):
-        build.backbone.pretrained = None
-        build.backbone.checkpoint = None
-        build.backbone.allow_random = True
-    return build
-
-
 def _check_against_module(converted: dict[str, torch.Tensor], cfg: DictConfig, source: Path) -> None:
-    expected = build_module(_structure_only(cfg), device="meta").state_dict()
+    expected = build_module_structure(cfg).state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
     wrong = [k for k in expected.keys() & converted.keys() if expected[k].shape != converted[k].shape]
@@ -51,7 +41,7 @@ def convert(method: str, source: Path, target: Path, overrides: list[str]) -> Pa
         from clipad.models.adaclip.convert import convert_adaclip
 
         cfg = compose_config("train", [*base, *overrides])
-        converted = convert_adaclip(reference, build_module(_structure_only(cfg), device="meta"))
+        converted = convert_adaclip(reference, build_module_structure(cfg))
     elif method == "adaptclip":
         from clipad.models.adaptclip.convert import adapters_in, reference_to_clipad
 

@@ -10,7 +10,7 @@ import sys
 from torch import nn
 
 from clipad.cli.hydra_setup import compose_config
-from clipad.models.registry import build_module
+from clipad.models.registry import build_module_structure
 
 
 def trainable_count(module: nn.Module) -> int:
@@ -24,7 +24,9 @@ def parameter_rows(model: nn.Module, max_depth: int = 2) -> list[tuple[str, int]
         depth = name.count(".") + 1 if name else 0
         if 0 < depth <= max_depth:
             count = trainable_count(sub)
-            if count:
+            parent = name.rsplit(".", 1)[0] if "." in name else None
+            # A sub-module holding all of its parent's parameters adds nothing to the table.
+            if count and not (parent and dict(rows).get(parent) == count):
                 rows.append((name, count))
     return rows
 
@@ -42,7 +44,7 @@ def summary_lines(model: nn.Module) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = compose_config("train", list(sys.argv[1:] if argv is None else argv))
-    model = build_module(cfg, device="meta")
+    model = build_module_structure(cfg)
     print(f"model={cfg.model.name} backbone={cfg.backbone.name} image_size={cfg.backbone.image_size}")
     print("\n".join(summary_lines(model)))
 

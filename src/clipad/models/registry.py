@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from clipad.models.base import AnomalyModule
 
@@ -23,3 +23,13 @@ def module_class(name: str) -> type[AnomalyModule]:
 
 def build_module(cfg: DictConfig, device: str = "cpu") -> AnomalyModule:
     return module_class(cfg.model.name)(cfg, device=device)
+
+
+def build_module_structure(cfg: DictConfig) -> AnomalyModule:
+    """The module on the meta device, without CLIP weights: for parameter counts and shape checks."""
+    structure = cfg.copy()
+    with open_dict(structure):
+        structure.backbone.pretrained = None
+        structure.backbone.checkpoint = None
+        structure.backbone.allow_random = True
+    return build_module(structure, device="meta")
