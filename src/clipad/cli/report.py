@@ -1,5 +1,7 @@
 """`python -m clipad.report DIR [DIR ...]`: compare runs or the jobs of a multirun.
 
+Runs that differ only in `seed`/`few_shot_seed` also get a mean ± std row (the few-shot protocol).
+
 Prints the table and writes report.md and report.csv into the first DIR.
 """
 from __future__ import annotations
@@ -7,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clipad.report.compare import comparison_rows, to_markdown, write_csv
+from clipad.report.compare import comparison_rows, seed_aggregates, to_markdown, write_csv
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         rows = comparison_rows(args.dirs)
+        rows += seed_aggregates(rows)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     markdown = to_markdown(rows)

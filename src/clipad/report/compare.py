@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import statistics
 from pathlib import Path
 
 import yaml
@@ -10,6 +12,7 @@ import yaml
 from clipad.metrics.results import METRIC_NAMES, ResultsTable
 
 RESULTS_FILE = "results.csv"
+SEED_OVERRIDE = re.compile(r"\s*\b(few_shot_seed|seed)=\S+")
 
 
 def run_dirs(paths: list[Path]) -> list[Path]:
@@ -58,6 +61,27 @@ def comparison_rows(paths: list[Path]) -> list[dict]:
     return rows
 
 
+def seed_aggregates(rows: list[dict]) -> list[dict]:
+    """Mean and std over runs that differ only in their seeds (the few-shot protocol: seeds 10, 20, 30).
+
+    Each aggregate row holds (mean, std) pairs; groups of a single run get none.
+    """
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(SEED_OVERRIDE.sub("", row["overrides"]).strip(), []).append(row)
+    aggregates = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        out: dict = {"run": f"mean ± std over {len(members)} seeds", "overrides": key}
+        for column in _columns(members):
+            values = [m.get(column) for m in members]
+            if all(isinstance(v, float) and not math.isnan(v) for v in values):
+                out[column] = (statistics.fmean(values), statistics.stdev(values))
+        aggregates.append(out)
+    return aggregates
+
+
 def _columns(rows: list[dict]) -> list[str]:
     columns: list[str] = []
     for row in rows:
@@ -66,6 +90,8 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _cell(value) -> str:
+    if isinstance(value, tuple):
+        return f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{100 * value:.1f}"
     return str(value if value is not None else "-")
@@ -78,11 +104,21 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\nMetrics in percent; f1max columns are oracle-threshold figures.\n"
 
 
+def _flat(row: dict) -> dict:
+    """CSV cells: fractions as they are, an aggregate's (mean, std) as `<metric>` and `<metric>_std`."""
+    out = {}
+    for column, value in row.items():
+        if isinstance(value, tuple):
+            out[column], out[f"{column}_std"] = value
+        else:
+            out[column] = "" if isinstance(value, float) and math.isnan(value) else value
+    return out
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
-    columns = _columns(rows)
+    flat = [_flat(row) for row in rows]
+    columns = _columns(flat)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({c: ("" if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c, ""))
-                             for c in columns})
+        writer.writerows(flat)
