@@ -52,8 +52,14 @@ def test_adaptclip_reference_checkpoint_converts_and_evaluates_few_shot(tmp_path
     source, target = tmp_path / "adaptclip_reference.pth", tmp_path / "adaptclip.ckpt"
     torch.save(reference_layout(randomised_adapters(64)), source)
     convert("adaptclip", source, target, ["backbone=tiny"])
-    assert evaluate_converted(target, tmp_path, synthetic_data_dir, "shots=1") is not None
-    assert list((tmp_path / "eval").glob("few_shot_prompts_seed*.json"))
+    assert evaluate_converted(target, tmp_path, synthetic_data_dir, "shots=[0,1]", "few_shot_seeds=[10,20]") is not None
+    out = tmp_path / "eval"
+    assert sorted(p.name for p in out.glob("results_shots*_seed*.csv")) == [
+        "results_shots0_seed10.csv", "results_shots1_seed10.csv", "results_shots1_seed20.csv"]
+    summary = (out / "results_shots.md").read_text()
+    assert "| 0 | 1 |" in summary and "| 1 | 2 |" in summary and "±" in summary
+    assert sorted(p.name for p in out.glob("few_shot_prompts_*.json")) == [
+        "few_shot_prompts_shots1_seed10.json", "few_shot_prompts_shots1_seed20.json"]
 
 
 def test_convert_refuses_a_foreign_file(tmp_path, capsys):

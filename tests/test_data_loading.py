@@ -276,16 +276,16 @@ def test_few_shot_prompts_are_seeded(data_dir, tmp_path):
     images, dm = prompts(data_dir, 10, tmp_path / "run10")
     assert images.shape == (3, 3, 32, 32)
     assert dm.normal_prompt_images("mvtec", "bottle") is images  # the same images for every query
-    record = json.loads((tmp_path / "run10/few_shot_prompts_seed10.json").read_text())
+    record = json.loads((tmp_path / "run10/few_shot_prompts_shots3_seed10.json").read_text())
     chosen = record["prompts"]["mvtec"]["bottle"]
     assert len(chosen) == 3 and all("/bottle/train/good/" in p for p in chosen)
     assert record["splits"] == {"mvtec": {"bottle": "train"}} and record["shots"] == 3
     prompts(data_dir, 10, tmp_path / "again")
-    assert json.loads((tmp_path / "again/few_shot_prompts_seed10.json").read_text())["prompts"] == record["prompts"]
+    assert json.loads((tmp_path / "again/few_shot_prompts_shots3_seed10.json").read_text())["prompts"] == record["prompts"]
     draws = set()
     for seed in (20, 30):
         prompts(data_dir, seed, tmp_path / f"run{seed}")
-        record_s = json.loads((tmp_path / f"run{seed}/few_shot_prompts_seed{seed}.json").read_text())
+        record_s = json.loads((tmp_path / f"run{seed}/few_shot_prompts_shots3_seed{seed}.json").read_text())
         draws.add(tuple(record_s["prompts"]["mvtec"]["bottle"]))
     assert tuple(chosen) not in draws  # other seeds draw other images
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from clipad.cli.checkpoint import module_from_checkpoint
 from clipad.cli.hydra_setup import hydra_entry
 from clipad.cli.run_info import save_run_info
+from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point, write_grid
 from clipad.cli.train import build_callbacks, run_identity
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.report.console import print_results
@@ -28,7 +29,10 @@ def command_line_overrides() -> list[str]:
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | None:
+    grid = shot_grid(cfg)
+    use_first_point(cfg, grid)
     module = module_from_checkpoint(cfg.ckpt_path, cfg, command_line_overrides() if overrides is None else overrides)
+    check_model_supports(module, grid)
     cfg = module.cfg
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -39,12 +43,14 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
     callbacks = build_callbacks(cfg, has_validation=False, skip=("model_checkpoint",))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      enable_checkpointing=False)
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    results = module.stage_results["test"]
+    grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=None)
+    results = grid_results[0][2]
     if trainer.is_global_zero:
         results.to_csv(output_dir / "results.csv")
         (output_dir / "results.md").write_text(results.to_markdown())
         print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+        if len(grid_results) > 1:
+            print(f"\nresults.csv is shots={grid[0][0]}, seed {grid[0][1]}. " + write_grid(grid_results, output_dir))
         log_results(loggers, results)
     finish_loggers(loggers)
     value = results.class_means().get("pixel_auroc")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from clipad.cli.hydra_setup import hydra_entry
 from clipad.cli.run_info import save_run_info
+from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point, write_grid
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.models.registry import build_module
 from clipad.report.console import print_results, print_trained_vs_untrained
@@ -83,8 +84,11 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name, group = run_identity(cfg)
+    grid = shot_grid(cfg)
+    use_first_point(cfg, grid)
     datamodule = AnomalyDataModule.from_config(cfg)
     module = build_module(cfg)
+    check_model_supports(module, grid)
     if module.backbone.is_random:
         log.warning("RANDOM backbone (%s): numbers are not comparable with the papers.", cfg.backbone.name)
     # DDP ranks > 0 re-run this command (Lightning's subprocess launcher): they only join the fit/test.
@@ -109,12 +113,14 @@ def train(cfg: DictConfig) -> float | None:
         finish_loggers(loggers)
         return None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    results = module.stage_results["test"]
+    grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=best or None)
+    results = grid_results[0][2]
     if trainer.is_global_zero:
         results.to_csv(output_dir / "results.csv")
         (output_dir / "results.md").write_text(results.to_markdown())
         print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
+        if len(grid_results) > 1:
+            print(f"\nresults.csv is shots={grid[0][0]}, seed {grid[0][1]}. " + write_grid(grid_results, output_dir))
         log_results(loggers, results)
         if untrained is not None:
             print_trained_vs_untrained(untrained, results)

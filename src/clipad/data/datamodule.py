@@ -224,11 +224,17 @@ class AnomalyDataModule(L.LightningDataModule):
             self._write_prompt_record()
         return self._prompts[key]
 
+    def set_few_shot(self, shots: int, seed: int) -> None:
+        """Switch to another shot count / prompt draw (one trained model tested at several k)."""
+        self.shots, self.few_shot_seed = int(shots), int(seed)
+        self._prompts.clear()
+        self._prompt_record = {"prompts": {}, "splits": {}}
+
     def _write_prompt_record(self) -> None:
         if self.output_dir is None:
             log.debug("no output directory: few-shot prompt paths not written")
             return
-        path = self.output_dir / f"few_shot_prompts_seed{self.few_shot_seed}.json"
+        path = self.output_dir / f"few_shot_prompts_shots{self.shots}_seed{self.few_shot_seed}.json"
         write_prompt_record(path, {"shots": self.shots, "seed": self.few_shot_seed, **self._prompt_record})
 
     # -- building ---------------------------------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""Evaluating one trained model at several shot counts and prompt draws (AdaptCLIP's protocol).
+
+`shots=0,1,2,4` (a list, no multirun) trains once and tests at every k; `few_shot_seeds=[10,20,30]`
+draws the k normal prompt images three times, and the summary gives mean ± std over the draws.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, ListConfig, open_dict
+
+from clipad.metrics.results import METRIC_NAMES, ResultsTable
+
+
+def shot_grid(cfg: DictConfig) -> list[tuple[int, int]]:
+    """(shots, prompt seed) pairs to test; zero-shot needs no prompt draw, so it is tested once."""
+    shots = list(cfg.shots) if isinstance(cfg.shots, (list, ListConfig)) else [cfg.shots]
+    seeds = list(cfg.get("few_shot_seeds") or [cfg.few_shot_seed])
+    grid = [(int(k), int(seed)) for k in shots for seed in (seeds if int(k) > 0 else seeds[:1])]
+    if any(k < 0 for k, _ in grid):
+        raise ValueError(f"shots={cfg.shots}: every value must be 0 (zero-shot) or a positive number of images")
+    return grid
+
+
+def use_first_point(cfg: DictConfig, grid: list[tuple[int, int]]) -> None:
+    """Models and data are built for one point of the grid; the others are set before each test."""
+    with open_dict(cfg):
+        cfg.shots, cfg.few_shot_seed = grid[0]
+
+
+def check_model_supports(module: L.LightningModule, grid: list[tuple[int, int]]) -> None:
+    if any(k > 0 for k, _ in grid) and not hasattr(module, "shots"):
+        raise ValueError(f"model {module.cfg.model.name} is zero-shot only: use shots=0 (few-shot: model=adaptclip)")
+
+
+def set_point(module: L.LightningModule, datamodule, shots: int, seed: int) -> None:
+    if hasattr(module, "shots"):
+        module.shots, module.few_shot_seed = shots, seed
+    datamodule.set_few_shot(shots, seed)
+
+
+def run_grid(trainer: L.Trainer, module, datamodule, grid: list[tuple[int, int]], ckpt_path: str | None
+              ) -> list[tuple[int, int, ResultsTable]]:
+    results = []
+    for shots, seed in grid:
+        set_point(module, datamodule, shots, seed)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        results.append((shots, seed, module.stage_results["test"]))
+    return results
+
+
+def write_grid(results: list[tuple[int, int, ResultsTable]], output_dir: Path) -> str:
+    """Per point: results_shots{k}_seed{s}.csv; returns (and writes) the mean ± std summary table."""
+    for shots, seed, table in results:
+        table.to_csv(output_dir / f"results_shots{shots}_seed{seed}.csv")
+    lines = ["| shots | draws | " + " | ".join(METRIC_NAMES) + " |", "|---|---|" + "---:|" * len(METRIC_NAMES)]
+    for shots in dict.fromkeys(k for k, _, _ in results):
+        means = [table.class_means() for k, _, table in results if k == shots]
+        cells = []
+        for metric in METRIC_NAMES:
+            values = [m[metric] for m in means if not math.isnan(m[metric])]
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{100 * values[0]:.1f}")
+            else:
+                cells.append(f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}")
+        lines.append(f"| {shots} | {len(means)} | " + " | ".join(cells) + " |")
+    summary = "Mean over the target classes, percent (± std over prompt draws):\n\n" + "\n".join(lines) + "\n"
+    (output_dir / "results_shots.md").write_text(summary)
+    return summary
