@@ -70,7 +70,9 @@ def inspect_dataset(cfg: DictConfig, emit: Callable[[str], None] = print) -> int
     pixel_labels = has_pixel_labels(data, scan.rows)
     emit(f"dataset {data.name} ({data.get('domain', '?')}, layout {layout}) at {root}")
     found = found_classes(scan.rows)
-    classes = [c for c in found if c in (data.get("classes") or found)]
+    # data.classes restricts the report; all_classes does too where configs share one root (synthetic*).
+    wanted = data.get("classes") or data.get("all_classes") or found
+    classes = [c for c in found if c in wanted]
     emit(format_table(count_table(scan, classes, pixel_labels)))
     # The same checks a run makes before it starts.
     rows = select_rows(data, scan.rows, "test", root)
