@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_adaclip_convert import reference_checkpoint
+from test_adaptclip_convert import randomised_adapters, reference_layout
 
 from clipad.cli.convert import convert
 from clipad.cli.convert import main as convert_main
 from clipad.cli.evaluate import evaluate
 from clipad.cli.hydra_setup import compose_config
 from clipad.cli.summary import main as summary_main
-from test_adaclip_convert import reference_checkpoint
-from test_adaptclip_convert import randomised_adapters, reference_layout
 
 
 @pytest.mark.parametrize(

@@ -276,6 +276,14 @@ def test_means_skip_missing_and_average_datasets_per_domain():
     assert math.isnan(means[("domain", "mean", "medical")]["pixel_aupro"])
 
 
+def test_class_means_are_over_all_classes():
+    table = make_table()
+    means = table.class_means()
+    assert means["image_auroc"] == pytest.approx((0.5 + 0.9 + 0.8) / 3)  # the missing class left out
+    assert means["pixel_aupro"] == pytest.approx((0.56 + 0.76 + 0.96) / 3)  # image-level dataset left out
+    assert [r["class"] for r in table.class_rows()] == ["x", "y", "z", "brain"]
+
+
 def test_summary_keys_and_prefix():
     summary = make_table().summary(prefix="val")
     assert summary["val/a/image_auroc"] == pytest.approx(0.5)

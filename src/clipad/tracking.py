@@ -22,7 +22,7 @@ def wandb_logged_in() -> bool:
 
 def build_loggers(cfg: DictConfig, group: str | None = None) -> list[Logger]:
     loggers: list[Logger] = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
+    for logger_cfg in (cfg.get("logger") or {}).values():
         if not isinstance(logger_cfg, DictConfig) or "_target_" not in logger_cfg:
             continue
         logger_cfg = logger_cfg.copy()

@@ -20,19 +20,23 @@ def main(argv: list[str] | None = None) -> int:
     attach_normal_prompts(module, cfg, model_input(module))
     path = export_onnx(module, str(cfg.class_name), cfg.output, opset=int(cfg.opset), batch=int(cfg.batch))
     size = module.backbone.image_size
-    batch = f"{cfg.batch} (fixed: text features depend on the image)" if text_depends_on_image(module) else "dynamic"
     random_note = ", RANDOM backbone" if module.backbone.is_random else ""
     print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB): model={module.cfg.model.name}, "
           f"backbone={module.cfg.backbone.name}{random_note}, class_name={cfg.class_name!r}, "
           f"shots={getattr(module, 'shots', 0)}")
-    print(f"input image [B, 3, {size}, {size}] (B {batch}); outputs anomaly_map [B, {size}, {size}], score [B]")
+    if text_depends_on_image(module):
+        batch = f"B = {cfg.batch} fixed (its text features depend on each image)"
+    else:
+        batch = "B dynamic"
+    print(f"input image [B, 3, {size}, {size}], {batch}; outputs anomaly_map [B, {size}, {size}], score [B]")
     if not cfg.check:
         return 0
-    report = compare_with_torch(module, str(cfg.class_name), path, batch=int(cfg.batch))
+    report = compare_with_torch(module, str(cfg.class_name), path, batch=int(cfg.batch), threads=cfg.threads)
     status = "OK" if report.close(float(cfg.atol)) else f"MISMATCH (atol {cfg.atol})"
     print(f"onnxruntime vs torch, {report.batch} random images: max |diff| anomaly_map {report.map_max_abs_diff:.2e}, "
           f"score {report.score_max_abs_diff:.2e}  {status}")
-    print(f"CPU latency per image (batch {report.batch}): torch {report.torch_ms_per_image:.1f} ms, "
+    threads = f"threads={cfg.threads}" if cfg.threads else "default threads"
+    print(f"CPU latency per image (batch {report.batch}, {threads}): torch {report.torch_ms_per_image:.1f} ms, "
           f"onnxruntime {report.onnx_ms_per_image:.1f} ms")
     return 0 if report.close(float(cfg.atol)) else 1
 

@@ -97,12 +97,10 @@ def _natural_key(text: str) -> list:
 def _concat(state: list[Tensor] | Tensor, dtype: torch.dtype) -> np.ndarray:
     """A list state (or the single tensor it becomes after a DDP sync) as one CPU array."""
     if isinstance(state, Tensor):
-        return state.cpu().to(dtype).numpy()
-    return (
-        torch.cat([t.cpu().to(dtype) for t in state]).numpy()
-        if state
-        else torch.zeros(0, dtype=dtype).numpy()
-    )
+        state = [state]
+    if not state:
+        return torch.zeros(0, dtype=dtype).numpy()
+    return torch.cat([t.cpu().to(dtype) for t in state]).numpy()
 
 
 class AnomalyMetrics(Metric):

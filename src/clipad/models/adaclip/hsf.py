@@ -6,6 +6,7 @@ the CPU) so that it runs batched on the model's device, inside the training step
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +26,7 @@ def batched_kmeans(points: torch.Tensor, clusters: int, iters: int, seed: int) -
     x = points.detach().float()
     batch, count, _ = x.shape
     k = max(1, min(clusters, count))
-    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same numbers on every device
-    first = int(torch.randint(count, (1,), generator=generator))
-    gumbel = -torch.log(-torch.log(torch.rand(k - 1, count, generator=generator).clamp_min(1e-20)))
+    first, gumbel = _seeding_draws(int(count), k, seed)
     gumbel = gumbel.to(x.device)
 
     centres = [x[:, first]]
@@ -49,10 +48,20 @@ def batched_kmeans(points: torch.Tensor, clusters: int, iters: int, seed: int) -
             sizes.unsqueeze(-1) > 0, sums / sizes.clamp_min(1).unsqueeze(-1), centre_stack
         )
         updated = _squared_distances(x, centre_stack).argmin(dim=-1)
-        if torch.equal(updated, assignment):
+        # Converged iterations change nothing, so an ONNX trace (which cannot stop early) runs them all.
+        if not torch.jit.is_tracing() and torch.equal(updated, assignment):
             break
         assignment = updated
     return assignment
+
+
+@functools.lru_cache(maxsize=32)
+def _seeding_draws(count: int, k: int, seed: int) -> tuple[int, torch.Tensor]:
+    """The k-means++ random numbers: fixed per (count, k, seed), drawn once (and constants when traced)."""
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same numbers on every device
+    first = int(torch.randint(count, (1,), generator=generator))
+    gumbel = -torch.log(-torch.log(torch.rand(k - 1, count, generator=generator).clamp_min(1e-20)))
+    return first, gumbel
 
 
 def _squared_distances(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

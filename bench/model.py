@@ -1,0 +1,268 @@
+"""Model throughput: latency per image, images/s and peak memory of each model next to the bare backbone.
+
+    python bench/model.py            # CPU: tiny and ViT-B-16 (random weights) at 224 px, batch 1 and 8
+    python bench/model.py --quick    # CPU: tiny only, one timed run per case
+
+The floor of every row group is a bare image-tower forward of the same backbone on the same input
+(`ClipBackbone.encode_image`, no grad); every other row is compared with it. With a GPU, ViT-L-14-336 at
+518 px (the papers' setting) runs on it as well. Timing never fails the run.
+
+Each case runs in its own child process, forked from this one after the imports (so no child pays them):
+  time    median wall time of the timed runs after one warm-up run (the warm-up also computes anything a
+          model caches: text features per class, few-shot prompt features per class), and the median CPU
+          time of the process over the same runs (all threads): on a machine shared with other jobs, wall
+          time well above CPU time / threads means the case waited for a core;
+  memory  CPU: the peak resident memory (VmHWM, reset through /proc/self/clear_refs just before the warm-up)
+          minus the resident memory at that moment, i.e. what running the case adds on top of the loaded
+          model and input, allocator caching included; GPU: torch.cuda.max_memory_allocated minus the
+          allocation at the start.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipad.cli.hydra_setup import compose_config
+from clipad.data.batch import Batch
+from clipad.models.adaclip import module as _adaclip  # noqa: F401  (imported before forking)
+from clipad.models.adaptclip import module as _adaptclip  # noqa: F401
+from clipad.models.base import backbone_from_config
+from clipad.models.registry import build_module
+
+# Inference budgets relative to the floor (the issue's targets).
+TARGETS = {"adaclip": 2.5, "adaptclip 1-shot": 1.5, "adaptclip 0-shot": 1.3}
+CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaclip train", "adaptclip train")
+BACKBONES = {"tiny": "tiny", "vit_b16": "vit_b16", "vit_l14_336": "vit_l14_336"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    device: str
+    backbone: str  # conf/backbone name
+    size: int
+    batch: int
+
+
+@dataclass
+class Measured:
+    ms_per_image: float | None = None
+    cpu_ms_per_image: float | None = None
+    memory_mb: float | None = None
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------- child side
+def _proc_kb(key: str) -> float:
+    return float(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+class PeakMemory:
+    """Extra memory used from start() to peak_mb(): see the module docstring for what is measured."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def start(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+            self.base = _proc_kb("VmRSS")
+
+    def peak_mb(self) -> float:
+        if self.device == "cuda":
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        return (_proc_kb("VmHWM") - self.base) / 1024
+
+
+def config_for(model: str, setting: Setting):
+    return compose_config(
+        "train",
+        [f"model={model}", f"backbone={BACKBONES[setting.backbone]}", f"backbone.image_size={setting.size}",
+         "backbone.pretrained=null", "backbone.checkpoint=null", "backbone.allow_random=true", "data=mvtec",
+         "callbacks=none", "logger=none", "paths.output_dir=.", "shots=0"],
+    )
+
+
+def random_batch(setting: Setting, normal_image: bool = False) -> Batch:
+    b, s, device = setting.batch, setting.size, setting.device
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.zeros(b, 1, s, s)
+    mask[: b // 2, :, s // 4 : s // 2, s // 4 : s // 2] = 1  # half the images anomalous
+    return Batch(
+        image=torch.randn(b, 3, s, s, generator=generator).to(device),
+        mask=mask.to(device),
+        has_mask=torch.ones(b, dtype=torch.bool, device=device),
+        label=(mask.flatten(1).amax(1) > 0).long().to(device),
+        cls_name=["bottle"] * b, prompt_name=["bottle"] * b, dataset=["bench"] * b, path=[""] * b,
+        normal_image=torch.randn(b, 3, s, s, generator=generator).to(device) if normal_image else None,
+    )
+
+
+class BenchPrompts:
+    """One random normal prompt image (the 1-shot case)."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.images = torch.randn(1, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(1))
+
+    def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
+        return self.images
+
+
+def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
+    """The call to time, or a note why the case does not apply."""
+    if case == "floor":
+        backbone = backbone_from_config(config_for("clip", setting), device=setting.device)
+        images = random_batch(setting).image
+        return lambda: torch.no_grad()(backbone.encode_image)(images)
+    model = case.split()[0]
+    training = case.endswith("train")
+    module = build_module(config_for(model, setting), device=setting.device).to(setting.device)
+    if case == "adaptclip 1-shot":
+        module.shots = 1
+        module.prompt_source = BenchPrompts(setting)
+    batch = random_batch(setting, normal_image=training and model == "adaptclip")
+    if not training:
+        module.eval()
+        return lambda: torch.no_grad()(module)(batch)
+    if model == "adaptclip" and setting.batch < 2:
+        return "n/a: BatchNorm needs 2+ images"
+    module.train()
+    optimizer = module.configure_optimizers()
+
+    def step() -> None:
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, threads: int) -> Measured:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore")  # Lightning warns that self.log runs without a Trainer
+    run = case_function(case, setting)
+    if isinstance(run, str):
+        return Measured(note=run)
+    sync = torch.cuda.synchronize if setting.device == "cuda" else (lambda: None)
+    memory = PeakMemory(setting.device)
+    memory.start()
+    run()  # warm-up
+    sync()
+    times: list[float] = []
+    cpu_times: list[float] = []
+    while len(times) < max_repeats and (len(times) < 2 or sum(times) < min_seconds):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        if max_repeats == 1:
+            break
+    per_image = 1000 / setting.batch
+    return Measured(
+        ms_per_image=statistics.median(times) * per_image,
+        cpu_ms_per_image=statistics.median(cpu_times) * per_image,
+        memory_mb=memory.peak_mb(),
+    )
+
+
+def _child(case: str, setting: Setting, repeats: int, min_seconds: float, threads: int, pipe) -> None:
+    try:
+        pipe.send(measure(case, setting, repeats, min_seconds, threads))
+    except Exception as error:  # noqa: BLE001  (a failing model is a row of the table, not the end of the run)
+        traceback.print_exc()
+        pipe.send(Measured(note=f"error: {type(error).__name__}: {str(error)[:80]}"))
+
+
+# ----------------------------------------------------------------------------- parent side
+def run_case(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
+    context = mp.get_context("fork" if setting.device == "cpu" else "spawn")  # CUDA cannot be forked
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(case, setting, args.repeats, args.min_seconds, args.threads, send))
+    process.start()
+    send.close()
+    result = receive.recv() if receive.poll(args.timeout) else Measured(note=f"timeout after {args.timeout} s")
+    process.join(5)
+    if process.is_alive():
+        process.kill()
+    return result
+
+
+def format_row(setting: Setting, case: str, result: Measured, floor: Measured | None) -> str:
+    cells = [setting.device, setting.backbone, str(setting.size), str(setting.batch), case]
+    if result.ms_per_image is None:
+        return "| " + " | ".join(cells + ["", "", "", "", "", result.note]) + " |"
+    on_gpu = setting.device == "cuda"
+    ratio = None
+    if floor is not None and floor.ms_per_image:
+        ratio = (result.ms_per_image / floor.ms_per_image if on_gpu
+                 else result.cpu_ms_per_image / floor.cpu_ms_per_image)
+    target = TARGETS.get(case)
+    verdict = ""
+    if target is not None and ratio is not None:
+        verdict = f"<= {target}x: {'met' if ratio <= target else 'NOT met'}"
+    cells += [
+        f"{result.ms_per_image:.1f}",
+        f"{result.cpu_ms_per_image:.1f}",
+        f"{1000 / result.ms_per_image:.1f}",
+        f"{ratio:.2f}x" if ratio is not None else "",
+        f"{result.memory_mb:.0f}",
+        verdict,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def settings(args: argparse.Namespace) -> list[Setting]:
+    backbones = ["tiny"] if args.quick else args.backbones
+    found = [Setting("cpu", b, args.size, batch) for b in backbones for batch in args.batches]
+    if torch.cuda.is_available() and not args.quick:
+        found += [Setting("cuda", "vit_l14_336", 518, batch) for batch in args.batches]
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny backbone only, one timed run per case")
+    parser.add_argument("--backbones", nargs="+", default=["tiny", "vit_b16"], choices=sorted(BACKBONES))
+    parser.add_argument("--size", type=int, default=224, help="CPU input size (px)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--repeats", type=int, default=5, help="at most this many timed runs per case")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="stop repeating (after 2 runs) past this")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before a case is abandoned")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
+    print(f"torch {torch.__version__}, {args.threads} CPU threads; random weights (speed does not depend on them)")
+    print("| device | backbone | size | batch | case | ms/image | CPU ms/image | images/s | vs floor | "
+          "peak extra MB | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for setting in settings(args):
+        floor = None
+        for case in ["floor", *[c for c in args.cases if c != "floor"]]:
+            result = run_case(case, setting, args)
+            if case == "floor":
+                floor = result
+            print(format_row(setting, case, result, floor), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
