@@ -26,6 +26,7 @@ class ImageReadError(OSError):
             "skip unreadable files with a warning."
         )
         self.path = str(path)
+        self.reason = f"cannot read image {path}: {reason}"  # without the training-only remedy (predict uses it)
 
 
 def read_rgb(path: str | Path) -> Image.Image:
