@@ -41,10 +41,12 @@ def run_overrides(run_dir: Path) -> str:
 
 
 def summary_columns(table: ResultsTable) -> dict[str, float]:
-    """Dataset means, plus domain means when the run has several datasets."""
+    """Dataset means, plus the means of domains that hold several datasets."""
     rows = table.rows
     datasets = [r for r in rows if r["level"] == "dataset"]
-    chosen = datasets + ([r for r in rows if r["level"] == "domain"] if len(datasets) > 1 else [])
+    # A domain mean over a single dataset repeats that dataset's columns: only list real aggregates.
+    per_domain = {d: sum(r["domain"] == d for r in datasets) for d in {r["domain"] for r in datasets}}
+    chosen = datasets + [r for r in rows if r["level"] == "domain" and per_domain.get(r["domain"], 0) > 1]
     out = {}
     for row in chosen:
         name = row["dataset"] if row["level"] == "dataset" else f"{row['domain']} (domain)"
