@@ -81,9 +81,7 @@ def same_rows(a: list[dict], b: list[dict]) -> bool:
 
 
 def class_row(table: ResultsTable, dataset: str, cls: str) -> dict:
-    return next(
-        r for r in table.rows if r["level"] == "class" and (r["dataset"], r["class"]) == (dataset, cls)
-    )
+    return next(r for r in table.rows if r["level"] == "class" and (r["dataset"], r["class"]) == (dataset, cls))
 
 
 # ---------------------------------------------------------------- AnomalyMetrics
@@ -95,10 +93,7 @@ def test_groups_match_functional_metrics_on_stored_maps():
     table = evaluate(batches)
     for dataset, cls in [("ind", "c1"), ("ind", "c2"), ("ind", "c10"), ("polyp", "colon")]:
         picked = [
-            (b, i)
-            for b in batches
-            for i in range(len(b["score"]))
-            if (b["dataset"][i], b["cls_name"][i]) == (dataset, cls)
+            (b, i) for b in batches for i in range(len(b["score"])) if (b["dataset"][i], b["cls_name"][i]) == (dataset, cls)
         ]
         maps = dequantize_levels(np.stack([quantize_maps(b["anomaly_map"][i]) for b, i in picked]))
         masks = np.stack([b["mask"][i].numpy() > 0.5 for b, i in picked])
@@ -318,6 +313,4 @@ def test_csv_round_trip_and_wandb_data(tmp_path):
 
 def test_dataset_named_like_a_domain_is_refused():
     with pytest.raises(ValueError, match="both as dataset and as domain"):
-        ResultsTable(
-            [{"dataset": "medical", "domain": "medical", "class": "x", **dict.fromkeys(METRIC_NAMES, 0.5)}]
-        )
+        ResultsTable([{"dataset": "medical", "domain": "medical", "class": "x", **dict.fromkeys(METRIC_NAMES, 0.5)}])

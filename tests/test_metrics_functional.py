@@ -44,9 +44,7 @@ def literal_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float) -> floa
     return area / fpr_limit
 
 
-def blob_maps(
-    rng: np.random.Generator, n: int, size: int, levels: int | None
-) -> tuple[np.ndarray, np.ndarray]:
+def blob_maps(rng: np.random.Generator, n: int, size: int, levels: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Random maps with a few rectangular and diagonal defects (one image without any); ties if ``levels``."""
     masks = np.zeros((n, size, size), dtype=bool)
     for index in range(1, n):
@@ -70,9 +68,7 @@ def test_binary_metrics_match_sklearn_on_random_scores(seed, n, dtype):
     labels = rng.random(n) < 0.3
     labels[:2] = [True, False]
     assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert average_precision(scores, labels) == pytest.approx(
-        average_precision_score(labels, scores), abs=1e-12
-    )
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
     assert max_f1(scores, labels) == pytest.approx(sklearn_max_f1(labels, scores), abs=1e-12)
 
 
@@ -82,9 +78,7 @@ def test_binary_metrics_match_sklearn_on_heavy_ties(distinct):
     scores = rng.integers(0, distinct, 3000).astype(np.float64)
     labels = rng.random(3000) < 0.2 + 0.1 * scores / distinct  # informative but tied
     assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert average_precision(scores, labels) == pytest.approx(
-        average_precision_score(labels, scores), abs=1e-12
-    )
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
     assert max_f1(scores, labels) == pytest.approx(sklearn_max_f1(labels, scores), abs=1e-12)
 
 

@@ -47,8 +47,6 @@ def aupro_from_counts(counts: ThresholdCounts, fpr_limit: float) -> float:
     area = float(np.trapezoid(pro[:inside], fpr[:inside]))
     last = inside - 1
     if inside < len(fpr) and fpr[last] < fpr_limit:  # close the area at the limit on the next segment
-        pro_at_limit = pro[last] + (pro[inside] - pro[last]) * (fpr_limit - fpr[last]) / (
-            fpr[inside] - fpr[last]
-        )
+        pro_at_limit = pro[last] + (pro[inside] - pro[last]) * (fpr_limit - fpr[last]) / (fpr[inside] - fpr[last])
         area += (fpr_limit - fpr[last]) * (pro[last] + pro_at_limit) / 2
     return area / fpr_limit

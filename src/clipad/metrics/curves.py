@@ -39,9 +39,7 @@ class ThresholdCounts:
         return int(self.fps[-1]) if len(self.fps) else 0
 
 
-def counts_from_scores(
-    scores: Tensor, positive: Tensor, overlap_weight: Tensor | None = None
-) -> ThresholdCounts:
+def counts_from_scores(scores: Tensor, positive: Tensor, overlap_weight: Tensor | None = None) -> ThresholdCounts:
     """One sort of flat ``scores``; ``positive`` bool; ``overlap_weight`` int64 per sample (0 off regions)."""
     scores, order = torch.sort(scores, descending=True)
     if scores.numel() == 0:

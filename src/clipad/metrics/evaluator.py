@@ -119,14 +119,10 @@ class AnomalyMetrics(Metric):
     def __init__(self, domains: Mapping[str, str], fpr_limit: float = 0.3, **kwargs) -> None:
         super().__init__(**kwargs)
         if not domains:
-            raise ValueError(
-                "AnomalyMetrics(domains=...) needs at least one dataset, e.g. {'mvtec': 'industrial'}"
-            )
+            raise ValueError("AnomalyMetrics(domains=...) needs at least one dataset, e.g. {'mvtec': 'industrial'}")
         bad = [k for k, v in domains.items() if not (isinstance(k, str) and k and isinstance(v, str) and v)]
         if bad:
-            raise ValueError(
-                f"AnomalyMetrics(domains=...): names and domains must be non-empty strings, see {bad}"
-            )
+            raise ValueError(f"AnomalyMetrics(domains=...): names and domains must be non-empty strings, see {bad}")
         if not 0 < fpr_limit <= 1:
             raise ValueError(f"AnomalyMetrics: fpr_limit must lie in (0, 1], got {fpr_limit}")
         self.domains = dict(domains)
@@ -157,8 +153,7 @@ class AnomalyMetrics(Metric):
         self.image_labels.append(label.detach().reshape(-1).to(torch.uint8))
         self.image_groups.append(torch.tensor(groups, dtype=torch.int64, device=device))
         names = b"".join(
-            d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR
-            for d, c in dict.fromkeys(zip(dataset, cls_name))
+            d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in dict.fromkeys(zip(dataset, cls_name))
         )
         self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
 
@@ -168,9 +163,7 @@ class AnomalyMetrics(Metric):
                 anomaly_map, mask = anomaly_map[masked], mask[masked]
             # pixel work runs in numpy on CPU: region labelling needs it, and it is single-threaded
             anomalous = mask.detach().cpu()
-            anomalous = (
-                anomalous.numpy() if anomalous.dtype == torch.bool else anomalous.float().numpy() > 0.5
-            )
+            anomalous = anomalous.numpy() if anomalous.dtype == torch.bool else anomalous.float().numpy() > 0.5
             groups_masked = [groups[i] for i in masked.tolist()]
             self._add_pixels(quantize_maps(anomaly_map), anomalous, groups_masked, device)
 
@@ -179,14 +172,11 @@ class AnomalyMetrics(Metric):
             raise TypeError("AnomalyMetrics.update: dataset and cls_name must be lists of str, one per image")
         if len(dataset) != batch or len(cls_name) != batch:
             raise ValueError(
-                f"AnomalyMetrics.update: {batch} scores but {len(dataset)} dataset and "
-                f"{len(cls_name)} cls_name entries"
+                f"AnomalyMetrics.update: {batch} scores but {len(dataset)} dataset and {len(cls_name)} cls_name entries"
             )
         for name in (*dataset, *cls_name):
             if not isinstance(name, str) or not name or "\x00" in name:
-                raise ValueError(
-                    f"AnomalyMetrics.update: dataset/class names must be non-empty str, got {name!r}"
-                )
+                raise ValueError(f"AnomalyMetrics.update: dataset/class names must be non-empty str, got {name!r}")
         unknown = sorted(set(dataset) - self.domains.keys())
         if unknown:
             raise ValueError(
@@ -219,9 +209,7 @@ class AnomalyMetrics(Metric):
             )
         return anomaly_map, mask
 
-    def _add_pixels(
-        self, levels: np.ndarray, anomalous: np.ndarray, groups: list[int], device: torch.device
-    ) -> None:
+    def _add_pixels(self, levels: np.ndarray, anomalous: np.ndarray, groups: list[int], device: torch.device) -> None:
         """levels uint16 [M, H, W], anomalous bool [M, H, W], groups [M] of the masked images of a batch."""
         known = [int(g) for g in self.hist_groups]
         group_of_image = np.array(groups, dtype=np.int64)
@@ -287,9 +275,7 @@ class AnomalyMetrics(Metric):
             group = f"{dataset}/{cls_name}"
             in_group = state["image_groups"] == gid
             row = {"dataset": dataset, "domain": self.domains[dataset], "class": cls_name}
-            row |= self._image_metrics(
-                state["image_scores"][in_group], state["image_labels"][in_group], group
-            )
+            row |= self._image_metrics(state["image_scores"][in_group], state["image_labels"][in_group], group)
             if (state["hist_groups"] == gid).any():
                 row |= self._pixel_metrics(state, gid, group)
             else:  # no image of the group has a mask: an image-level dataset, nothing to warn about
@@ -328,6 +314,4 @@ class AnomalyMetrics(Metric):
         counts = counts_from_histograms(all_pixels - positives, positives, overlap)
         if counts.n_positive == 0 or counts.n_negative == 0:
             warn_one_class(f"pixel metrics of {group}", counts.n_positive, counts.n_negative, unit="pixels")
-        return self._binary_metrics(counts, "pixel") | {
-            "pixel_aupro": aupro_from_counts(counts, self.fpr_limit)
-        }
+        return self._binary_metrics(counts, "pixel") | {"pixel_aupro": aupro_from_counts(counts, self.fpr_limit)}

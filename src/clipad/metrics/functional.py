@@ -74,9 +74,7 @@ def _binary_counts(scores: ArrayLike, labels: ArrayLike, metric: str) -> Thresho
     return counts
 
 
-def warn_one_class(
-    what: str, n_positive: int, n_negative: int, unit: str = "samples", stacklevel: int = 2
-) -> None:
+def warn_one_class(what: str, n_positive: int, n_negative: int, unit: str = "samples", stacklevel: int = 2) -> None:
     """Warn that ``what`` is missing because its input has only one class (or none)."""
     found = f"{n_positive} anomalous and {n_negative} normal {unit}"
     warnings.warn(

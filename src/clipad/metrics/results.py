@@ -135,19 +135,13 @@ class ResultsTable:
         if missing:
             raise ValueError(f"{path}: not a clipad results CSV, columns {missing} are missing")
         return cls(
-            [
-                {**r, **{m: float(r[m]) if r[m] else math.nan for m in METRIC_NAMES}}
-                for r in rows
-                if r["level"] == "class"
-            ]
+            [{**r, **{m: float(r[m]) if r[m] else math.nan for m in METRIC_NAMES}} for r in rows if r["level"] == "class"]
         )
 
     def wandb_table_data(self) -> tuple[list[str], list[list]]:
         """(columns, data) for ``wandb.Table(columns=..., data=...)``: fractions, None when missing."""
         columns = [*KEY_COLUMNS, *METRIC_NAMES]
-        data = [
-            [None if c in METRIC_NAMES and math.isnan(r[c]) else r[c] for c in columns] for r in self.rows
-        ]
+        data = [[None if c in METRIC_NAMES and math.isnan(r[c]) else r[c] for c in columns] for r in self.rows]
         return columns, data
 
     def __repr__(self) -> str:
