@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 
 from clipad.cli.checkpoint import module_from_checkpoint
 from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
-from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point, write_grid
+from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
 from clipad.cli.train import build_callbacks, run_identity
 from clipad.data.datamodule import AnomalyDataModule
-from clipad.report.console import print_results
-from clipad.tracking import build_loggers, finish_loggers, log_results
+from clipad.tracking import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,9 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      enable_checkpointing=False)
     grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=None)
-    results = grid_results[0][2]
-    if trainer.is_global_zero:
-        results.to_csv(output_dir / "results.csv")
-        (output_dir / "results.md").write_text(results.to_markdown())
-        print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
-        if len(grid_results) > 1:
-            print(f"\nresults.csv is shots={grid[0][0]}, seed {grid[0][1]}. " + write_grid(grid_results, output_dir))
-        log_results(loggers, results)
+    results = report_results(cfg, trainer, module.backbone.is_random, loggers, grid_results, output_dir)
     finish_loggers(loggers)
-    value = results.class_means().get("pixel_auroc")
-    return float(value) if value is not None and value == value else None
+    return sweep_value(results)
 
 
 @hydra_entry("eval")

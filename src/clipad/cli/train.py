@@ -13,12 +13,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
-from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point, write_grid
+from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.models.registry import build_module
-from clipad.report.console import print_results, print_trained_vs_untrained
-from clipad.tracking import build_loggers, finish_loggers, log_results
+from clipad.report.console import print_trained_vs_untrained
+from clipad.tracking import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ def train(cfg: DictConfig) -> float | None:
         evaluation_trainer(cfg).test(module, datamodule=datamodule, verbose=False)
         untrained = module.stage_results["test"]
 
-    loggers = build_loggers(cfg, group=group)
     with open_dict(cfg):
         cfg.run_name = name
+    loggers = build_loggers(cfg, group=group)
     has_validation = datamodule.has_validation and module.is_trainable
     callbacks = build_callbacks(cfg, has_validation)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
@@ -114,21 +115,14 @@ def train(cfg: DictConfig) -> float | None:
         return None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=best or None)
-    results = grid_results[0][2]
+    results = report_results(cfg, trainer, module.backbone.is_random, loggers, grid_results, output_dir)
     if trainer.is_global_zero:
-        results.to_csv(output_dir / "results.csv")
-        (output_dir / "results.md").write_text(results.to_markdown())
-        print_results(results, cfg, output_dir, random_backbone=module.backbone.is_random)
-        if len(grid_results) > 1:
-            print(f"\nresults.csv is shots={grid[0][0]}, seed {grid[0][1]}. " + write_grid(grid_results, output_dir))
-        log_results(loggers, results)
         if untrained is not None:
             print_trained_vs_untrained(untrained, results)
         if best:
             log.info("Best checkpoint: %s", best)
     finish_loggers(loggers)
-    value = results.class_means().get("pixel_auroc")
-    return float(value) if value is not None and value == value else None
+    return sweep_value(results)
 
 
 @hydra_entry("train")

@@ -6,9 +6,8 @@ import torch.nn.functional as F
 
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.models.base import AnomalyModule
+from clipad.models.prompt_states import ABNORMAL_STATES, NORMAL_STATES
 
-NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "{} without defect")
-ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with defect", "{} with damage")
 TEMPLATES = ("a photo of a {}.", "a cropped photo of the {}.", "a close-up photo of a {}.")
 
 

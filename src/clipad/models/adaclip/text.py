@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-NORMAL_STATES = (
-    "{}",
-    "flawless {}",
-    "perfect {}",
-    "unblemished {}",
-    "{} without flaw",
-    "{} without defect",
-    "{} without damage",
-)
-ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+from clipad.models.prompt_states import ABNORMAL_STATES, NORMAL_STATES
+
 TEMPLATES = (
     "a bad photo of a {}.",
     "a low resolution photo of the {}.",

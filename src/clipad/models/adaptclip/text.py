@@ -13,17 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from clipad.backbone import ClipBackbone
+from clipad.models.prompt_states import ABNORMAL_STATES, NORMAL_STATES
 
-NORMAL_STATES = (
-    "{}",
-    "flawless {}",
-    "perfect {}",
-    "unblemished {}",
-    "{} without flaw",
-    "{} without defect",
-    "{} without damage",
-)
-ANOMALOUS_STATES = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
+# AdaptCLIP's anomalous states are AdaCLIP's without "broken {}".
+ANOMALOUS_STATES = tuple(state for state in ABNORMAL_STATES if state != "broken {}")
 TEMPLATES = (
     "a cropped photo of the {}.",
     "a close-up photo of a {}.",

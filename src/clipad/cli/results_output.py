@@ -1,0 +1,39 @@
+"""What train.py and evaluate.py do with test results: files, console, loggers, the sweep's value."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from clipad.cli.shot_grid import write_grid
+from clipad.metrics.results import ResultsTable
+from clipad.report.console import print_results
+from clipad.tracking import log_results
+
+
+def report_results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    random_backbone: bool,
+    loggers: list[Logger],
+    grid_results: list[tuple[int, int, ResultsTable]],
+    output_dir: Path,
+) -> ResultsTable:
+    """Write results.md/csv (the first shot/seed point) and the shot summary; print; log. Rank 0 only."""
+    shots, seed, results = grid_results[0]
+    if trainer.is_global_zero:
+        results.to_csv(output_dir / "results.csv")
+        (output_dir / "results.md").write_text(results.to_markdown())
+        print_results(results, cfg, output_dir, random_backbone=random_backbone)
+        if len(grid_results) > 1:
+            print(f"\nresults.csv is shots={shots}, seed {seed}. " + write_grid(grid_results, output_dir))
+        log_results(loggers, results)
+    return results
+
+
+def sweep_value(results: ResultsTable) -> float | None:
+    """What train()/evaluate() return for sweepers: mean pixel AUROC over the target classes."""
+    value = results.class_means().get("pixel_auroc")
+    return None if value is None or value != value else float(value)  # NaN: no pixel labels
