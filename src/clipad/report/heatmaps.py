@@ -67,13 +67,7 @@ def save_heatmap_figure(
     axes[-1].set_title("anomaly map")
     bar = fig.colorbar(overlay, ax=axes[-1], fraction=0.046, pad=0.04)
     bar.set_label(scale_label(scaling, low, high), fontsize=7)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, title, path)
 
 
 def save_prediction_figure(
@@ -100,6 +94,10 @@ def save_prediction_figure(
     axes[2].imshow(image)
     axes[2].imshow(anomaly_map, cmap="jet", alpha=0.5, vmin=low, vmax=high)
     axes[2].set_title("overlay")
+    return _save(fig, axes, title, path)
+
+
+def _save(fig, axes, title: str, path: Path) -> Path:
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
