@@ -72,19 +72,6 @@ def make_batch(
     )
 
 
-def single(batch: Batch, i: int) -> Batch:
-    return Batch(
-        image=batch.image[i : i + 1],
-        mask=batch.mask[i : i + 1],
-        has_mask=batch.has_mask[i : i + 1],
-        label=batch.label[i : i + 1],
-        cls_name=batch.cls_name[i : i + 1],
-        prompt_name=batch.prompt_name[i : i + 1],
-        dataset=batch.dataset[i : i + 1],
-        path=batch.path[i : i + 1],
-    )
-
-
 def trainable_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
@@ -207,7 +194,7 @@ def test_a_batch_equals_single_image_calls(overrides):
     batch = make_batch()
     with torch.no_grad():
         together = module(batch)
-        alone = [module(single(batch, i)) for i in range(len(batch))]
+        alone = [module(batch.subset(slice(i, i + 1))) for i in range(len(batch))]
     torch.testing.assert_close(
         together.anomaly_map, torch.cat([o.anomaly_map for o in alone]), atol=1e-5, rtol=0
     )

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from test_adaclip import make_module
 
 from clipad.data.batch import Batch
 from clipad.models.adaclip.convert import convert_adaclip, reference_to_clipad
-from clipad.models.adaclip.module import AdaCLIPModule
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def make_module(*overrides: str, backbone: str = "tiny", device: str = "cpu") -> AdaCLIPModule:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "model=adaclip",
-                f"backbone={backbone}",
-                "data=mvtec",
-                "paths.output_dir=/tmp/clipad-test",
-                *overrides,
-            ],
-        )
-    torch.manual_seed(0)
-    return AdaCLIPModule(cfg, device=device)
 
 
 def reference_checkpoint(

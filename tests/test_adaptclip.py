@@ -289,16 +289,7 @@ def test_batch_equivalence(tiny, shots):
     with torch.no_grad():
         whole = tiny(batch)
         for i in range(len(batch)):
-            single = Batch(
-                image=batch.image[i : i + 1],
-                mask=batch.mask[i : i + 1],
-                has_mask=batch.has_mask[i : i + 1],
-                label=batch.label[i : i + 1],
-                cls_name=batch.cls_name[i : i + 1],
-                prompt_name=batch.prompt_name[i : i + 1],
-                dataset=batch.dataset[i : i + 1],
-                path=batch.path[i : i + 1],
-            )
+            single = batch.subset(slice(i, i + 1))
             out = tiny(single)
             assert torch.allclose(out.anomaly_map[0], whole.anomaly_map[i], atol=1e-5)
             assert torch.allclose(out.score[0], whole.score[i], atol=1e-5)

@@ -1,7 +1,7 @@
 """The two data contracts every part relies on: a sample-table row and a batch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TypedDict
 
 import torch
@@ -41,6 +41,11 @@ class Batch:
 
     def __len__(self) -> int:
         return self.image.shape[0]
+
+    def subset(self, index: slice) -> Batch:
+        """The samples at `index` as a batch of their own (e.g. one image: batch.subset(slice(i, i + 1)))."""
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                        for f in fields(self)})
 
 
 @dataclass
