@@ -27,8 +27,8 @@ demo: $(STAMP)  ## offline end-to-end run: synthetic data, tiny random backbone,
 test: $(STAMP)  ## run the test suite (no network, no pretrained weights)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## benchmarks: timing tables, never fail on time
-	$(PY) bench/run_all.py
+bench: $(STAMP)  ## benchmarks: timing tables, never fail on time (BENCH_ARGS=--quick: ~2 min)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests bench train.py evaluate.py

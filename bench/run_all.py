@@ -1,22 +1,30 @@
-"""`make bench`: run every benchmark with its default (CPU-sized) settings. Timing never fails a build."""
+"""`make bench` (`make bench BENCH_ARGS=--quick` for a short run): every benchmark, one after another.
+
+Each prints its own table with ratios against a baseline measured in the same run; timing never fails.
+"""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["metrics.py", "data.py", "model.py"]
+# script -> (full-run arguments, quick-run arguments)
+BENCHES = {
+    "metrics.py": ([], ["--n", "100"]),
+    "data.py": ([], []),
+    "model.py": ([], ["--quick"]),
+}
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: about two minutes in all")
+    args = parser.parse_args()
     here = Path(__file__).parent
-    for name in BENCHES:
-        script = here / name
-        if not script.is_file():
-            print(f"(bench/{name} not present, skipped)")
-            continue
-        print(f"\n===== bench/{name} =====", flush=True)
-        result = subprocess.run([sys.executable, str(script), *sys.argv[1:]], check=False)
+    for name, (full, quick) in BENCHES.items():
+        print(f"\n===== bench/{name} {' '.join(quick if args.quick else full)} =====", flush=True)
+        result = subprocess.run([sys.executable, str(here / name), *(quick if args.quick else full)], check=False)
         if result.returncode != 0:
             print(f"bench/{name} exited with {result.returncode}")
             return result.returncode
