@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +23,8 @@ from clipad.report.console import print_trained_vs_untrained
 from clipad.tracking import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
+# The frozen CLIP stays in eval mode on purpose (AnomalyModule.train); Lightning warns about any such module.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 def run_identity(cfg: DictConfig) -> tuple[str, str | None]:
