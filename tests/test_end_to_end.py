@@ -90,3 +90,8 @@ def test_interrupted_run_resumes_from_last_to_the_same_state(tmp_path, synthetic
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.allclose(expected[key], actual[key], atol=1e-6), key
+
+
+def test_debug_fast_runs_one_batch_without_a_logger(tmp_path, synthetic_data_dir):
+    """debug=fast (logger null) must not trip callbacks that need a logger."""
+    assert train(config(tmp_path, synthetic_data_dir, "debug=fast")) is not None

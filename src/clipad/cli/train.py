@@ -109,7 +109,8 @@ def train(cfg: DictConfig) -> float | None:
         cfg.run_name = name
     loggers = build_loggers(cfg, group=group)
     has_validation = datamodule.has_validation and module.is_trainable
-    callbacks = build_callbacks(cfg, has_validation)
+    # LearningRateMonitor refuses to run without a logger (logger=none, debug=fast).
+    callbacks = build_callbacks(cfg, has_validation, skip=() if loggers else ("lr_monitor",))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     if cfg.get("train", True) and module.is_trainable:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
