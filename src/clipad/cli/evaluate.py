@@ -5,12 +5,11 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from clipad.cli.checkpoint import module_from_checkpoint
-from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
@@ -19,13 +18,6 @@ from clipad.data.datamodule import AnomalyDataModule
 from clipad.tracking import build_loggers, finish_loggers
 
 log = logging.getLogger(__name__)
-
-
-def command_line_overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:
-        return []
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | None:

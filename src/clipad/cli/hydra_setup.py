@@ -23,6 +23,16 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
 
 
+def command_line_overrides() -> list[str]:
+    """The overrides typed on the command line of the current Hydra run ([] outside one, e.g. in tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     """Compose a config without starting a Hydra run (commands that write no run dir)."""
     from hydra import compose, initialize_config_dir

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from clipad.cli.checkpoint import merged_config, read_checkpoint
-from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.checkpoint import module_from_checkpoint
+from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
 from clipad.cli.predict_inputs import (
     FolderPrompts,
     ImageFileDataset,
@@ -31,7 +30,6 @@ from clipad.cli.predict_outputs import OutputOptions, PredictionWriter
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
 from clipad.models.base import AnomalyModule
-from clipad.models.registry import build_module
 
 log = logging.getLogger(__name__)
 PREDICT_DATASET = "predict"  # dataset name of every image (few-shot prompts are requested under it)
@@ -46,13 +44,6 @@ class PredictionSummary:
     figures: list[Path]
 
 
-def command_line_overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra run (tests compose the config)
-        return []
-
-
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,16 +51,8 @@ def resolve_device(name: str) -> str:
 
 
 def load_module(cfg: DictConfig, overrides: list[str], device: str) -> AnomalyModule:
-    """The checkpoint's model on `device`, in eval mode.
-
-    A random backbone (tests, the demo) is not in the checkpoint: it is drawn again from the RNG, seeded as
-    train.py seeds it before building the model, so that it is the backbone the model was trained with.
-    """
-    state_dict, saved = read_checkpoint(cfg.ckpt_path)
-    torch.manual_seed(int(saved.get("seed") or 0))
-    module = build_module(merged_config(saved, cfg, overrides), device=device)
-    module.load_state_dict(state_dict, strict=True)
-    return module.to(device).eval()
+    """The checkpoint's model on `device`, in eval mode (a random backbone is redrawn from its own seed)."""
+    return module_from_checkpoint(cfg.ckpt_path, cfg, overrides, device=device).to(device).eval()
 
 
 def model_input(module: AnomalyModule) -> SampleTransform:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -139,6 +138,3 @@ class AnomalyModule(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> AnomalyOutput:
         return self(batch)
-
-    def output_dir(self) -> Path:
-        return Path(self.cfg.paths.get("output_dir") or ".")
