@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, ListConfig, open_dict
 
-from clipad.metrics.results import METRIC_NAMES, ResultsTable
+from clipad.metrics.results import METRIC_NAMES, ResultsTable, format_mean_std, format_percent
 
 
 def shot_grid(cfg: DictConfig) -> list[tuple[int, int]]:
@@ -65,9 +65,9 @@ def write_grid(results: list[tuple[int, int, ResultsTable]], output_dir: Path) -
             if not values:
                 cells.append("-")
             elif len(values) == 1:
-                cells.append(f"{100 * values[0]:.1f}")
+                cells.append(format_percent(values[0]))
             else:
-                cells.append(f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}")
+                cells.append(format_mean_std(statistics.fmean(values), statistics.stdev(values)))
         lines.append(f"| {shots} | {len(means)} | " + " | ".join(cells) + " |")
     summary = "Mean over the target classes, percent (± std over prompt draws):\n\n" + "\n".join(lines) + "\n"
     (output_dir / "results_shots.md").write_text(summary)

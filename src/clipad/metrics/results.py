@@ -40,6 +40,16 @@ ORACLE_FOOTNOTE = (
 )
 
 
+def format_percent(value: float | None) -> str:
+    """A fraction as the tables print it: percent with one decimal, "-" when missing."""
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def format_mean_std(mean: float, std: float) -> str:
+    """Mean ± std over repeated runs (e.g. few-shot prompt draws), in percent."""
+    return f"{format_percent(mean)} ± {format_percent(std)}"
+
+
 def _mean(values: Iterable[float]) -> float:
     present = [v for v in values if not math.isnan(v)]
     return math.fsum(present) / len(present) if present else math.nan
@@ -114,7 +124,7 @@ class ResultsTable:
         for row in shown:
             dataset = "**mean**" if row["level"] == "domain" else row["dataset"]
             cls = "**mean**" if row["level"] != "class" else row["class"]
-            values = ["-" if math.isnan(row[m]) else f"{100 * row[m]:.1f}" for m in METRIC_NAMES]
+            values = [format_percent(row[m]) for m in METRIC_NAMES]
             lines.append("| " + " | ".join([row["domain"], dataset, cls, *values]) + " |")
         return "\n".join(lines) + "\n\n" + ORACLE_FOOTNOTE + "\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from clipad.metrics.results import METRIC_NAMES, ResultsTable
+from clipad.metrics.results import METRIC_NAMES, ResultsTable, format_mean_std, format_percent
 
 RESULTS_FILE = "results.csv"
 SEED_OVERRIDE = re.compile(r"\s*\b(few_shot_seed|seed)=\S+")
@@ -93,9 +93,9 @@ def _columns(rows: list[dict]) -> list[str]:
 
 def _cell(value) -> str:
     if isinstance(value, tuple):
-        return f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
+        return format_mean_std(*value)
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{100 * value:.1f}"
+        return format_percent(value)
     return str(value if value is not None else "-")
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from clipad.metrics.results import format_percent
+
 
 def print_results(results, cfg: DictConfig, output_dir: Path, random_backbone: bool) -> None:
     print()
@@ -18,10 +20,6 @@ def print_results(results, cfg: DictConfig, output_dir: Path, random_backbone: b
         print(f"Heatmaps: {heatmaps}")
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.1f}"
-
-
 def print_trained_vs_untrained(untrained, trained, metric: str = "pixel_auroc") -> None:
     """Per class of the targets (never seen in training): the metric before and after training."""
     before = {(r["dataset"], r["class"]): r.get(metric) for r in untrained.class_rows()}
@@ -30,7 +28,7 @@ def print_trained_vs_untrained(untrained, trained, metric: str = "pixel_auroc") 
     print("|---|---|---|---|")
     for row in trained.class_rows():
         key = (row["dataset"], row["class"])
-        print(f"| {key[0]} | {key[1]} | {_percent(before.get(key))} | {_percent(row.get(metric))} |")
+        print(f"| {key[0]} | {key[1]} | {format_percent(before.get(key))} | {format_percent(row.get(metric))} |")
     mean_before = untrained.class_means().get(metric)
     mean_after = trained.class_means().get(metric)
-    print(f"| mean | | {_percent(mean_before)} | {_percent(mean_after)} |")
+    print(f"| mean | | {format_percent(mean_before)} | {format_percent(mean_after)} |")
