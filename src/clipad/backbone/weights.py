@@ -12,11 +12,13 @@ from pathlib import Path
 
 import open_clip
 
+from clipad.errors import ClipadError
+
 HUB_HOST = "huggingface.co"
 PROBE_TIMEOUT_S = 3.0
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(ClipadError, RuntimeError):
     """Pretrained weights are neither on disk nor downloadable now."""
 
 

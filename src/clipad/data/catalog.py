@@ -6,9 +6,10 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clipad.config_dir import conf_dir
+from clipad.errors import ClipadError
 
 
-class DatasetError(RuntimeError):
+class DatasetError(ClipadError, RuntimeError):
     """A missing or malformed dataset root, an unknown or empty class/split: the message says what exists
     and how to fix it (expected layout, where the dataset is published: layout_help)."""
 

@@ -11,13 +11,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from clipad.errors import ClipadError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks stored as JPEG carry compression noise around 0 and 255
 MASK_RULES = ("auto", "nonzero", "half")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow clips these to 255 on convert()
 
 
-class ImageReadError(OSError):
+class ImageReadError(ClipadError, OSError):
     """A file that is not a readable image; the message names it."""
 
     def __init__(self, path: str | Path, reason: object) -> None:
