@@ -56,6 +56,8 @@ def assert_parity(module, path: Path, class_name: str, batches: tuple[int, ...])
         images = torch.randn(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(count))
         onnx_map, onnx_score = session.run(["anomaly_map", "score"], {"image": images.numpy()})
         torch_map, torch_score = module_output(module, images, class_name)
+        # Another runtime with its own kernels and fusions (and batch shapes): rounding differs from torch's;
+        # 1e-4 on values in [0, 1] is well above float32 rounding through the graph, far below a wrong op.
         assert onnx_map.shape == (count, SIZE, SIZE) and onnx_score.shape == (count,)
         np.testing.assert_allclose(onnx_map, torch_map, atol=1e-4, rtol=0)
         np.testing.assert_allclose(onnx_score, torch_score, atol=1e-4, rtol=0)

@@ -123,7 +123,9 @@ def test_single_file_glob_and_scores_are_repeatable(workspace, tmp_path):
     assert len(first) == 1 and "anomalous" not in first[0]
     by_name = {Path(r["path"]).name: r["score"] for r in read_scores(pattern.scores_path)}
     assert sorted(by_name) == ["a.png", "deep16.png", "grey.png", "rgba.png"]
-    assert by_name["a.png"] == first[0]["score"]  # batch composition does not change a score
+    # a.png alone (batch of 1) and a.png among 4 images (one batch of 4): other batch shapes make CPU kernels
+    # sum in another order, so the float32 score may differ in its last bits (~1e-7), never by 1e-5.
+    assert abs(float(by_name["a.png"]) - float(first[0]["score"])) <= 1e-5
 
 
 def test_output_folder_inside_the_input_is_not_rescored(workspace, tmp_path):

@@ -7,9 +7,10 @@ import lightning as L
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from clipad.cli.shot_grid import write_grid
+from clipad.cli.shot_grid import GridPoint, write_grid
 from clipad.metrics.results import ResultsTable
 from clipad.report.console import print_results
+from clipad.report.image_scores import write_image_scores
 from clipad.tracking import log_results
 
 
@@ -18,13 +19,15 @@ def report_results(
     trainer: L.Trainer,
     random_backbone: bool,
     loggers: list[Logger],
-    grid_results: list[tuple[int, int, ResultsTable]],
+    grid_results: list[GridPoint],
     output_dir: Path,
 ) -> ResultsTable:
-    """Write results.md/csv (the first shot/seed point) and the shot summary; print; log. Rank 0 only."""
-    shots, seed, results = grid_results[0]
+    """Write results.md/csv and image_scores.csv (the first shot/seed point) and the shot summary; print; log.
+    Rank 0 only."""
+    shots, seed, results, image_scores = grid_results[0]
     if trainer.is_global_zero:
         results.to_csv(output_dir / "results.csv")
+        write_image_scores(image_scores, output_dir / "image_scores.csv")
         (output_dir / "results.md").write_text(results.to_markdown())
         print_results(results, cfg, output_dir, random_backbone=random_backbone)
         if len(grid_results) > 1:

@@ -8,11 +8,22 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 from omegaconf import DictConfig, ListConfig, open_dict
 
 from clipad.metrics.results import METRIC_NAMES, ResultsTable, format_mean_std, format_percent
+from clipad.report.image_scores import ImageScore
+
+
+class GridPoint(NamedTuple):
+    """The test results at one (shots, prompt seed) point."""
+
+    shots: int
+    seed: int
+    table: ResultsTable
+    image_scores: list[ImageScore]
 
 
 def shot_grid(cfg: DictConfig) -> list[tuple[int, int]]:
@@ -43,22 +54,22 @@ def set_point(module: L.LightningModule, datamodule, shots: int, seed: int) -> N
 
 
 def run_grid(trainer: L.Trainer, module, datamodule, grid: list[tuple[int, int]], ckpt_path: str | None
-              ) -> list[tuple[int, int, ResultsTable]]:
+              ) -> list[GridPoint]:
     results = []
     for shots, seed in grid:
         set_point(module, datamodule, shots, seed)
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        results.append((shots, seed, module.stage_results["test"]))
+        results.append(GridPoint(shots, seed, module.stage_results["test"], module.stage_image_scores["test"]))
     return results
 
 
-def write_grid(results: list[tuple[int, int, ResultsTable]], output_dir: Path) -> str:
+def write_grid(results: list[GridPoint], output_dir: Path) -> str:
     """Per point: results_shots{k}_seed{s}.csv; returns (and writes) the mean ± std summary table."""
-    for shots, seed, table in results:
-        table.to_csv(output_dir / f"results_shots{shots}_seed{seed}.csv")
+    for point in results:
+        point.table.to_csv(output_dir / f"results_shots{point.shots}_seed{point.seed}.csv")
     lines = ["| shots | draws | " + " | ".join(METRIC_NAMES) + " |", "|---|---|" + "---:|" * len(METRIC_NAMES)]
-    for shots in dict.fromkeys(k for k, _, _ in results):
-        means = [table.class_means() for k, _, table in results if k == shots]
+    for shots in dict.fromkeys(p.shots for p in results):
+        means = [p.table.class_means() for p in results if p.shots == shots]
         cells = []
         for metric in METRIC_NAMES:
             values = [m[metric] for m in means if not math.isnan(m[metric])]

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from clipad.backbone import ClipBackbone, build_backbone
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.models.smoothing import gaussian_smooth
+from clipad.report.image_scores import ImageScore, gather_image_scores
 
 log = logging.getLogger(__name__)
 REFERENCE_SIZE = 518  # both papers smooth with sigma 4 at 518 px
@@ -50,6 +51,8 @@ class AnomalyModule(L.LightningModule):
         self.backbone = backbone_from_config(self.cfg, device=device)
         self.smoothing_sigma = float(self.cfg.model.get("smoothing_sigma", 4.0)) * self.backbone.image_size / REFERENCE_SIZE
         self.stage_results: dict[str, Any] = {}
+        self.stage_image_scores: dict[str, list[ImageScore]] = {}  # per stage: every image's score, all ranks
+        self._image_records: dict[str, list[ImageScore]] = {}
 
     # ---------------------------------------------------------------- model interface
     def forward(self, batch: Batch) -> AnomalyOutput:  # pragma: no cover - abstract
@@ -90,6 +93,7 @@ class AnomalyModule(L.LightningModule):
 
         datamodule = self.trainer.datamodule
         setattr(self, f"{stage}_metrics", AnomalyMetrics(domains=datamodule.domains).to(self.device))
+        self._image_records[stage] = []
 
     def _evaluate_step(self, stage: str, batch: Batch) -> AnomalyOutput:
         output = self(batch)
@@ -102,6 +106,11 @@ class AnomalyModule(L.LightningModule):
             dataset=batch.dataset,
             cls_name=batch.cls_name,
         )
+        self._image_records[stage].extend(
+            ImageScore(dataset=d, cls_name=c, path=p, label=int(y), score=float(s))
+            for d, c, p, y, s in zip(batch.dataset, batch.cls_name, batch.path, batch.label.tolist(),
+                                     output.score.detach().float().cpu().tolist())
+        )
         return output
 
     def _finish_stage(self, stage: str) -> None:
@@ -109,6 +118,7 @@ class AnomalyModule(L.LightningModule):
         table = metrics.compute()
         metrics.reset()
         self.stage_results[stage] = table
+        self.stage_image_scores[stage] = gather_image_scores(self._image_records.pop(stage, []))
         summary = table.summary(prefix=stage)
         if self.trainer.sanity_checking:
             return
