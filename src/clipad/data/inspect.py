@@ -18,7 +18,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from clipad.config_dir import CONF_DIR
-from clipad.errors import ClipadError
 from clipad.data.bad_inputs import KINDS
 from clipad.data.catalog import dataset_root
 from clipad.data.input_check import InputReport, check_rows, enforce_policies
@@ -30,6 +29,7 @@ from clipad.data.scanners.selection import (
     run_classes,
     select_rows,
 )
+from clipad.errors import ClipadError
 
 COLUMNS = ("class", "split", "normal", "anomalous", "masks", "unpaired")
 
