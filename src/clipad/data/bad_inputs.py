@@ -21,7 +21,7 @@ KINDS = {
     "mask_resized": "mask resized",
     "empty_mask": "empty mask (anomalous image)",
     "large_mask": "mask over 50% of its image",
-    "mask_file_skipped": "mask-folder file skipped",
+    "mask_file_skipped": "mask file(s) of a dataset layout not scored",
 }
 
 

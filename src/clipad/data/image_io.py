@@ -112,7 +112,7 @@ def _decoded(path: str | Path) -> Image.Image:
             except (OSError, SyntaxError, ValueError) as error:
                 if image_format == "TIFF" and "truncated" not in str(error):
                     raise _PillowCannotDecode(error) from error  # e.g. a compression Pillow lacks
-                raise ImageReadError(path, f"{error} (truncated or corrupt {image_format} file)") from error
+                raise ImageReadError(path, f"truncated or corrupt {image_format} file ({error})") from error
             return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as error:
         raise ImageReadError(path, error) from error

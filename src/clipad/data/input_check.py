@@ -111,15 +111,19 @@ def check_rows(
         _Pair(img, mask, tuple(tuple(r["crop"]) if "crop" in r else None for r in group), mask_rule)
         for (img, mask), group in pairs.items()
     ]
-    bar = tqdm(total=len(tasks), desc=f"checking {dataset}", unit="file", disable=None if progress else True)
-    with bar:
+    decoded: list[_Decoded] = []
+    with tqdm(total=len(tasks), desc=f"checking {dataset}", unit="file", disable=None if progress else True) as bar:
         if workers > 0 and len(tasks) >= POOL_MIN_FILES:
             # fork: workers need only Pillow and numpy, already imported; no re-import of the caller's modules.
             context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                decoded = [bar.update(1) or result for result in pool.map(_decode, tasks, chunksize=8)]
+                for result in pool.map(_decode, tasks, chunksize=8):
+                    decoded.append(result)
+                    bar.update(1)
         else:
-            decoded = [bar.update(1) or _decode(task) for task in tasks]
+            for task in tasks:
+                decoded.append(_decode(task))
+                bar.update(1)
     findings = []
     for task, result, group in zip(tasks, decoded, pairs.values()):
         findings.extend(_findings(task, result, group, dataset))
@@ -170,8 +174,8 @@ def enforce_policies(report: InputReport, *, skip_bad: bool, empty_mask: str, la
     unreadable = report.of_kind("unreadable")
     if unreadable and not skip_bad:
         first = unreadable[0]
-        raise ImageReadError(first.file, f"{first.detail} ({len(unreadable)} unreadable file(s) in dataset "
-                                         f"{report.dataset!r}{where})")
+        raise ImageReadError(first.file, f"{first.detail}; {len(unreadable)} unreadable file(s) in dataset "
+                                         f"{report.dataset!r}{where}")
     empty = report.of_kind("empty_mask")
     if empty and empty_mask == "error":
         raise DatasetError(
