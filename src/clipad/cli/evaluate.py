@@ -30,6 +30,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
     output_dir = Path(cfg.paths.output_dir)
     save_run_info(cfg, output_dir)
     datamodule = AnomalyDataModule.from_config(cfg)
+    datamodule.check_inputs(few_shot=any(shots > 0 for shots, _ in grid))  # fail in seconds, before any scoring
     _, group = run_identity(cfg)
     loggers = build_loggers(cfg, group=group)
     callbacks = build_callbacks(cfg, has_validation=False, skip=("model_checkpoint",))
@@ -38,6 +39,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
     grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=None)
     results = report_results(cfg, trainer, module.backbone.is_random, loggers, grid_results, output_dir)
     finish_loggers(loggers)
+    if trainer.is_global_zero:
+        datamodule.bad_inputs.finish()  # the run's last line: counts of every fallback
     return sweep_value(results)
 
 

@@ -3,11 +3,12 @@
 Writes <output_dir>/scores.csv (path, score and, with a threshold, the decision), one figure per image
 (image | anomaly map with colour bar | overlay) and optionally the raw maps (.npy) and binary masks. Images
 stream through a DataLoader in batches: any number of them, never all in memory. Unreadable files are named,
-skipped and listed in unreadable.csv.
+skipped and listed in unreadable.csv; they and the files of mask folders (not scored) are counted in bad_inputs.csv.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from clipad.cli.predict_inputs import (
     list_input_images,
 )
 from clipad.cli.predict_outputs import OutputOptions, PredictionWriter
+from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
 from clipad.models.base import AnomalyModule
@@ -42,6 +44,8 @@ class PredictionSummary:
     scored: int
     unreadable: list[tuple[str, str]]  # (path, reason)
     figures: list[Path]
+    mask_files: list[tuple[Path, str]]  # files of mask folders not scored: (path, reason)
+    bad_inputs: BadInputLog
 
 
 def resolve_device(name: str) -> str:
@@ -105,6 +109,9 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
     output_dir = Path(cfg.output_dir)
     listing = list_input_images(str(cfg.input), exclude=output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    bad_inputs = BadInputLog(output_dir)
+    bad_inputs.record(BadInput("mask_file_skipped", str(path), PREDICT_DATASET, "", reason)
+                      for path, reason in listing.skipped)
     device = resolve_device(cfg.device)
     module = load_module(cfg, command_line_overrides() if overrides is None else overrides, device)
     transform = model_input(module)
@@ -123,6 +130,7 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
                 for path, reason in loaded.unreadable:
                     log.warning("skipped unreadable image %s: %s", path, reason)
                     writer.skip(path, reason)
+                    bad_inputs.record([BadInput("unreadable", path, PREDICT_DATASET, "", reason)])
                 if loaded.images is not None:
                     output = module(batch_of(loaded, str(cfg.class_name), device))
                     for i, path in enumerate(loaded.paths):
@@ -134,7 +142,8 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
                 writer.draw_pending(bar)
     finally:
         writer.close()  # waits for the last figures
-    summary = PredictionSummary(output_dir, writer.scores_path, writer.count, writer.unreadable, writer.figures)
+    summary = PredictionSummary(output_dir, writer.scores_path, writer.count, writer.unreadable, writer.figures,
+                                listing.skipped, bad_inputs)
     print_summary(summary, random_backbone=module.backbone.is_random)
     return summary
 
@@ -147,8 +156,13 @@ def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
         names = ", ".join(path for path, _ in summary.unreadable[:5]) + (" ..." if len(summary.unreadable) > 5 else "")
         print(f"skipped {len(summary.unreadable)} unreadable files ({names}); listed in "
               f"{summary.output_dir / 'unreadable.csv'}")
+    if summary.mask_files:
+        folders = Counter(reason for _, reason in summary.mask_files)
+        print(f"not scored: {len(summary.mask_files)} mask files of dataset layouts ("
+              + ", ".join(f"{count} {reason}" for reason, count in folders.items()) + ")")
     if random_backbone:
         print("random backbone: these scores say nothing about the method")
+    summary.bad_inputs.finish()
 
 
 @hydra_entry("predict")

@@ -20,19 +20,45 @@ from clipad.data.transforms import SampleTransform
 
 log = logging.getLogger(__name__)
 PREVIEW_SIZE = 320  # longest side of the image shown in a figure (a figure panel is about 270 px wide)
+# Mask folders of the layouts clipad scans (MVTec/BTAD/MPDD ground_truth, VisA Masks, folder/ColonDB masks,
+# ClinicDB Ground Truth, TN3K test-mask, DAGM Label): `input=<dataset root>` must not score their files.
+MASK_FOLDERS = ("ground_truth", "groundtruth", "ground truth", "gt", "masks", "mask", "test-mask", "label")
+# Masks stored beside their image (KSDD PartK_label.bmp) or named for it (ISIC *_segmentation.png).
+MASK_STEM_SUFFIXES = ("_mask", "_label", "_segmentation")
 
 
 @dataclass
 class InputListing:
     root: Path  # output files mirror the paths below this folder
     paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it is not scored)
+
+
+def mask_file_reason(path: Path, root: Path, stems: set[tuple[Path, str]]) -> str | None:
+    """Why `path` is a mask of a known dataset layout rather than an image to score, or None.
+
+    A file below `root` in a mask folder, or whose stem is another listed image's stem + a mask suffix
+    (stems: (folder, lower-case stem) of every listed file).
+    """
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    for folder in relative.parent.parts:
+        name = folder.lower()
+        if name in MASK_FOLDERS or name.endswith("groundtruth"):
+            return f"in a mask folder ({folder}/)"
+    stem = path.stem.lower()
+    for suffix in MASK_STEM_SUFFIXES:
+        if stem.endswith(suffix):
+            if (path.parent, stem[: -len(suffix)]) in stems:
+                return f"a mask beside its image ({suffix} file name)"
+    return None
 
 
 def list_input_images(spec: str, exclude: Path | None = None) -> InputListing:
     """Image files named by `input`: a file, a folder (searched recursively) or a glob pattern.
 
     Files under `exclude` (the output folder, when it lies inside the input folder) are left out, so that a
-    second run does not score the first run's figures.
+    second run does not score the first run's figures. Masks of known dataset layouts (mask_file_reason) are
+    left out too and listed in `skipped`, so that `input=<dataset root>` scores only the images.
     """
     path = Path(spec).expanduser()
     if path.is_file():
@@ -45,13 +71,17 @@ def list_input_images(spec: str, exclude: Path | None = None) -> InputListing:
     else:
         raise FileNotFoundError(f"input={spec}: no such file or folder (give an image, a folder or a glob pattern)")
     excluded = exclude.resolve() if exclude is not None else None
-    paths = [
+    found = [
         p for p in candidates
         if p.suffix.lower() in IMAGE_SUFFIXES and not (excluded and p.resolve().is_relative_to(excluded))
     ]
+    stems = {(p.parent, p.stem.lower()) for p in found}
+    reasons = {p: mask_file_reason(p, root, stems) for p in found}
+    paths = [p for p in found if reasons[p] is None]
     if not paths:
-        raise FileNotFoundError(f"input={spec}: no image files (suffixes {', '.join(IMAGE_SUFFIXES)}) found")
-    return InputListing(root=root, paths=paths)
+        masks = f" ({len(found)} files of mask folders left out)" if found else ""
+        raise FileNotFoundError(f"input={spec}: no image files (suffixes {', '.join(IMAGE_SUFFIXES)}) found{masks}")
+    return InputListing(root=root, paths=paths, skipped=[(p, r) for p, r in reasons.items() if r is not None])
 
 
 def _common_folder(paths: list[Path]) -> Path:

@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     grid = shot_grid(cfg)
     use_first_point(cfg, grid)
     datamodule = AnomalyDataModule.from_config(cfg)
+    datamodule.check_inputs(few_shot=any(shots > 0 for shots, _ in grid))  # fail in seconds, before any training
     module = build_module(cfg)
     check_model_supports(module, grid)
     if module.backbone.is_random:
@@ -116,6 +117,8 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
     if not cfg.get("test", True):
         finish_loggers(loggers)
+        if is_rank_zero:
+            datamodule.bad_inputs.finish()
         return None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=best or None)
@@ -126,6 +129,8 @@ def train(cfg: DictConfig) -> float | None:
         if best:
             log.info("Best checkpoint: %s", best)
     finish_loggers(loggers)
+    if trainer.is_global_zero:
+        datamodule.bad_inputs.finish()  # the run's last line: counts of every fallback
     return sweep_value(results)
 
 

@@ -13,14 +13,17 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 
+from clipad.data.bad_inputs import BadInputLog
 from clipad.data.batch import SampleRow
-from clipad.data.catalog import dataset_root, load_dataset_config, prompt_name
-from clipad.data.dataset import AnomalyDataset, collate_batch, drop_unreadable, sample_id
+from clipad.data.catalog import DatasetError, dataset_root, load_dataset_config, prompt_name
+from clipad.data.dataset import AnomalyDataset, collate_batch, sample_id
 from clipad.data.few_shot import draw_prompts, prompt_pool, write_prompt_record
+from clipad.data.input_check import check_rows, enforce_policies
 from clipad.data.scanners import GENERATED_LAYOUTS, scan
 from clipad.data.scanners.selection import check_missing_masks, has_pixel_labels, run_classes, select_rows
 from clipad.data.transforms import SampleTransform
@@ -28,7 +31,7 @@ from clipad.data.transforms import SampleTransform
 log = logging.getLogger(__name__)
 
 # Options a user sets on the target's node (data.X=...) that apply to every dataset of the run.
-RUN_OPTIONS = ("class_names", "skip_bad", "missing_mask")
+RUN_OPTIONS = ("class_names", "skip_bad", "missing_mask", "empty_mask", "large_mask", "check_files")
 NO_VALIDATION = ("none", "None", "null", "")
 
 
@@ -86,6 +89,10 @@ class AnomalyDataModule(L.LightningDataModule):
         self.val_set: AnomalyDataset | None = None
         self.test_set: ConcatDataset | None = None
         self._tables: dict[str, list[SampleRow]] = {}
+        self._selected: dict[tuple[str, str], list[SampleRow]] = {}  # (dataset, split) -> checked rows
+        self._pools: dict[tuple[str, str], list[SampleRow]] = {}  # (dataset, class) -> checked normal pool
+        # Every fallback of the run, listed in <output_dir>/bad_inputs.csv (DDP: by rank 0 only).
+        self.bad_inputs = BadInputLog(output_dir if rank_zero_only.rank == 0 else None)
         self._prompts: dict[tuple[str, str], torch.Tensor] = {}
         self._prompt_record: dict[str, dict] = {"prompts": {}, "splits": {}}
 
@@ -94,7 +101,8 @@ class AnomalyDataModule(L.LightningDataModule):
         """Build from the whole composed config. Keys read:
 
         data.{name, test, train, val, train_split, batch_size, eval_batch_size, num_workers, augment} and the
-        run options data.{class_names, skip_bad, missing_mask} (applied to every dataset of the run);
+        run options data.{class_names, skip_bad, missing_mask, empty_mask, large_mask, check_files} (applied to
+        every dataset of the run);
         model.{aux_data.default, aux_data.by_target, mosaic_p, mosaic_datasets, pair_normal} (optional);
         paths.{data_dir, output_dir}; backbone.{image_size, mean, std}; shots; few_shot_seed.
         Each other dataset's node is conf/data/<name>.yaml (clipad.data.catalog); the target's is cfg.data,
@@ -176,6 +184,67 @@ class AnomalyDataModule(L.LightningDataModule):
             self._tables[dataset] = scan(source.layout, source.root, source.cfg)
         return self._tables[dataset]
 
+    # -- checking the inputs ------------------------------------------------------------------------------
+    def check_inputs(self, few_shot: bool | None = None) -> None:
+        """Scan and validate every dataset the run will touch (training, validation, every target) before any
+        work: roots, classes, missing masks and, with data.check_files (default), every image and mask decoded.
+
+        few_shot: also check the targets' normal prompt pools (default: when shots > 0). Raises a ClipadError
+        (DatasetError, ImageReadError) naming the file or option; counted fallbacks go to self.bad_inputs.
+        """
+        for source in self._train:
+            self._rows(source, self.train_split)
+            if self.pair_normal:
+                for cls in dict.fromkeys(r["cls_name"] for r in self._rows(source, self.train_split)):
+                    self._prompt_pool(source, cls)
+        if self._val is not None:
+            self._rows(self._val, "test")
+        for source in self._targets:
+            self._rows(source, "test")
+            if (self.shots > 0) if few_shot is None else few_shot:
+                for cls in self.classes(source.name):
+                    self._prompt_pool(source, cls)
+
+    def _rows(self, source: DatasetSource, split: str) -> list[SampleRow]:
+        """The rows of `split` the run uses, checked once (unreadable ones dropped with data.skip_bad=true)."""
+        key = (source.name, split)
+        if key not in self._selected:
+            rows = self._checked(source, select_rows(source.cfg, self.table(source.name), split, source.root))
+            check_missing_masks(rows, dataset=source.name, pixel_labels=self._pixel_labels(source),
+                                policy=str(source.cfg.get("missing_mask", "error")))
+            self._selected[key] = rows
+        return self._selected[key]
+
+    def _prompt_pool(self, source: DatasetSource, cls_name: str) -> list[SampleRow]:
+        """The class's normal prompt pool (few-shot prompts, normal pairing), checked once."""
+        key = (source.name, cls_name)
+        if key not in self._pools:
+            pool, split = prompt_pool(self.table(source.name), cls_name, source.name)
+            self._pools[key] = self._checked(source, pool)
+            if not self._pools[key]:
+                raise DatasetError(f"every normal image of {source.name}/{cls_name} ({split} split) is unreadable; "
+                                   f"see {self.bad_inputs.csv_path or 'the warnings above'}")
+        return self._pools[key]
+
+    def _checked(self, source: DatasetSource, rows: list[SampleRow]) -> list[SampleRow]:
+        cfg = source.cfg
+        skip_bad = bool(cfg.get("skip_bad", False))
+        if not (cfg.get("check_files", True) or skip_bad):
+            return rows
+        report = check_rows(rows, dataset=source.name, mask_rule=str(cfg.get("mask_rule", "auto")),
+                            pixel_labels=self._pixel_labels(source))
+        for entry in self.bad_inputs.record(report.findings):
+            log.warning("%s: %s %s%s", entry.dataset, entry.kind.replace("_", " "), entry.file,
+                        f" ({entry.detail})" if entry.detail else "")
+        enforce_policies(report, skip_bad=skip_bad, empty_mask=str(cfg.get("empty_mask", "warn")),
+                         large_mask=str(cfg.get("large_mask", "warn")),
+                         listed_in=str(self.bad_inputs.csv_path or ""))
+        usable = report.usable(rows)
+        if len(usable) < len(rows):
+            log.warning("skipped %d unreadable samples of dataset %r (data.skip_bad=true), e.g. %s",
+                        len(rows) - len(usable), source.name, sorted(report.unreadable_files)[:3])
+        return usable
+
     # -- Lightning hooks --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         # Generated datasets are built once per node (Lightning calls this on local rank 0 only).
@@ -212,12 +281,14 @@ class AnomalyDataModule(L.LightningDataModule):
         if key not in self._prompts:
             if self.shots < 1:
                 raise ValueError("normal prompt images need shots >= 1 (shots=0 is zero-shot)")
-            pool, split = prompt_pool(self.table(dataset), cls_name, dataset)
+            source = self._sources[dataset]
+            pool = self._prompt_pool(source, cls_name)
+            split = pool[0]["split"]
             if split != "train":
                 log.info("%s/%s has no train split: few-shot prompts come from its test split's normal images",
                          dataset, cls_name)
             chosen = draw_prompts(pool, self.shots, self.few_shot_seed)
-            loader = self._dataset_for_loading(self._sources[dataset])
+            loader = self._dataset_for_loading(source)
             self._prompts[key] = torch.stack([loader.image_tensor(row) for row in chosen])
             self._prompt_record["prompts"].setdefault(dataset, {})[cls_name] = [sample_id(r) for r in chosen]
             self._prompt_record["splits"].setdefault(dataset, {})[cls_name] = split
@@ -239,17 +310,13 @@ class AnomalyDataModule(L.LightningDataModule):
 
     # -- building ---------------------------------------------------------------------------------------
     def _dataset(self, source: DatasetSource, split: str, training: bool) -> AnomalyDataset:
-        rows = select_rows(source.cfg, self.table(source.name), split, source.root)
+        rows = self._rows(source, split)
         mask_rule = str(source.cfg.get("mask_rule", "auto"))
-        if source.cfg.get("skip_bad", False):
-            rows = drop_unreadable(rows, dataset=source.name, mask_rule=mask_rule)
         pixel_labels = self._pixel_labels(source)
-        check_missing_masks(rows, dataset=source.name, pixel_labels=pixel_labels,
-                            policy=str(source.cfg.get("missing_mask", "error")))
         classes = list(dict.fromkeys(r["cls_name"] for r in rows))
         normal_rows = None
         if training and self.pair_normal:
-            normal_rows = {c: prompt_pool(self.table(source.name), c, source.name)[0] for c in classes}
+            normal_rows = {c: self._prompt_pool(source, c) for c in classes}
         return AnomalyDataset(
             rows,
             dataset=source.name,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
 import torch
@@ -12,7 +11,7 @@ from torch.utils.data import Dataset
 
 from clipad.data.batch import Batch, SampleRow
 from clipad.data.catalog import DatasetError
-from clipad.data.image_io import ImageReadError, is_anomalous, read_mask, read_rgb
+from clipad.data.image_io import is_anomalous, read_mask, read_rgb
 from clipad.data.mosaic import tile_2x2
 from clipad.data.transforms import SampleTransform
 
@@ -108,6 +107,7 @@ class AnomalyDataset(Dataset):
         if mask is not None and mask.size != image.size:
             if row["mask_path"] not in self._warned_sizes:
                 self._warned_sizes.add(row["mask_path"])
+                # Counted by the pre-flight check (bad_inputs.csv, kind mask_resized); said here too.
                 log.warning("mask %s is %sx%s but its image %s is %sx%s: mask resized to the image",
                             row["mask_path"], *mask.size, row["img_path"], *image.size)
             mask = mask.resize(image.size, Image.BILINEAR)
@@ -157,27 +157,3 @@ def collate_batch(samples: Sequence[Sample]) -> Batch:
         path=[s["path"] for s in samples],
         normal_image=torch.stack(normal) if len(normal) == len(samples) else None,
     )
-
-
-def drop_unreadable(rows: Sequence[SampleRow], *, dataset: str, mask_rule: str) -> list[SampleRow]:
-    """Rows whose image and mask decode; the others are dropped with one warning that counts them.
-
-    Used with data.skip_bad=true: every file is decoded once up front (in threads), so a bad file can neither
-    stop a run half-way nor shift the sample count between epochs.
-    """
-    def readable(row: SampleRow) -> bool:
-        try:
-            read_rgb(row["img_path"])
-            if row["mask_path"]:
-                read_mask(row["mask_path"], mask_rule)
-        except ImageReadError:
-            return False
-        return True
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        keep = list(pool.map(readable, rows))
-    bad = [row["img_path"] for row, ok in zip(rows, keep) if not ok]
-    if bad:
-        log.warning("skipped %d unreadable samples of dataset %r (data.skip_bad=true), e.g. %s",
-                    len(bad), dataset, bad[:3])
-    return [row for row, ok in zip(rows, keep) if ok]

@@ -1,7 +1,10 @@
 """Reading images and masks from any distribution of the datasets: every format ends as 8-bit RGB / a grey mask.
 
-Pillow decodes; OpenCV (installed with albumentations) is the fallback for the few files Pillow cannot read
-(some TIFF variants: the AdaCLIP reference reads CVC-ClinicDB's .tif with OpenCV for that reason).
+Pillow decodes; OpenCV (installed with albumentations) is the fallback only for files Pillow cannot identify,
+and for TIFFs whose compression Pillow cannot decode (the AdaCLIP reference reads CVC-ClinicDB's .tif with
+OpenCV for that reason). A file Pillow identifies but finds truncated or corrupt is unreadable: OpenCV would
+return its partial decode (the missing part grey) without an error.
+Every reader applies the EXIF orientation, so images and masks are seen as image viewers show them.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipad.errors import ClipadError
 
@@ -17,6 +20,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks stored as JPEG carry compression noise around 0 and 255
 MASK_RULES = ("auto", "nonzero", "half")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow clips these to 255 on convert()
+_EXIF_ORIENTATION = 0x0112
+_SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # transpose / rotate 90 / transverse / rotate 270: width and height swap
+# OpenCV flags that keep the bit depth and the colour channels (alpha dropped) and, unlike IMREAD_UNCHANGED,
+# apply the EXIF orientation.
+_OPENCV_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
 class ImageReadError(ClipadError, OSError):
@@ -35,15 +43,12 @@ def read_rgb(path: str | Path) -> Image.Image:
     """An image as 8-bit RGB: grey, palette, RGBA (alpha dropped, as the references' convert('RGB')),
     CMYK converted by Pillow; 16-bit and 32-bit images scaled to 8 bits (not clipped)."""
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here and is named
-            if image.mode in _HIGH_DEPTH_MODES:
-                return _rgb_from_array(np.asarray(image))
-            return image.convert("RGB")
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(path, error) from error
-    except (OSError, SyntaxError, ValueError) as error:
-        return _rgb_from_array(_decode_with_opencv(path, error))
+        image = _decoded(path)
+    except _PillowCannotDecode as fallback:
+        return _rgb_from_array(_decode_with_opencv(path, fallback.reason))
+    if image.mode in _HIGH_DEPTH_MODES:
+        return _rgb_from_array(np.asarray(image))
+    return image.convert("RGB")
 
 
 def read_mask(path: str | Path, rule: str = "auto") -> Image.Image:
@@ -74,37 +79,72 @@ def is_anomalous(mask: Image.Image) -> bool:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) as read_rgb returns the image (EXIF orientation applied), from the file header."""
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            swapped = image.getexif().get(_EXIF_ORIENTATION) in _SWAPPED_ORIENTATIONS
+            return (height, width) if swapped else (width, height)
     except (OSError, SyntaxError, ValueError):
         array = _decode_with_opencv(path, "Pillow cannot open it")
         return array.shape[1], array.shape[0]
 
 
+class _PillowCannotDecode(Exception):
+    """Pillow cannot identify the file, or cannot decode its TIFF compression: try OpenCV."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+def _decoded(path: str | Path) -> Image.Image:
+    """The file fully decoded by Pillow, EXIF orientation applied.
+
+    Raises ImageReadError for a file Pillow identifies but cannot decode (truncated, corrupt), and
+    _PillowCannotDecode where the OpenCV fallback applies.
+    """
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            try:
+                image.load()  # decode now, so a truncated file fails here and is named
+            except (OSError, SyntaxError, ValueError) as error:
+                if image_format == "TIFF" and "truncated" not in str(error):
+                    raise _PillowCannotDecode(error) from error  # e.g. a compression Pillow lacks
+                raise ImageReadError(path, f"truncated or corrupt {image_format} file ({error})") from error
+            return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, error) from error
+    except UnidentifiedImageError as error:
+        raise _PillowCannotDecode(error) from error
+    except FileNotFoundError as error:
+        raise ImageReadError(path, "no such file") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageReadError):
+            raise
+        raise _PillowCannotDecode(error) from error
+
+
 def _mask_values(path: str | Path) -> np.ndarray:
     """The mask's stored values as a 2-D array (palette masks: their indices, i.e. the region ids)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode == "P":
-                return np.asarray(image)
-            if image.mode == "1":
-                return np.asarray(image, dtype=np.uint8)
-            if image.mode in _HIGH_DEPTH_MODES or image.mode == "L":
-                return np.asarray(image)
-            return np.asarray(image.convert("RGB")).max(axis=2)  # colour masks: any coloured pixel counts
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(path, error) from error
-    except (OSError, SyntaxError, ValueError) as error:
-        array = _decode_with_opencv(path, error)
+        image = _decoded(path)
+    except _PillowCannotDecode as fallback:
+        array = _decode_with_opencv(path, fallback.reason)
         return array[..., :3].max(axis=2) if array.ndim == 3 else array
+    if image.mode == "P":
+        return np.asarray(image)
+    if image.mode == "1":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in _HIGH_DEPTH_MODES or image.mode == "L":
+        return np.asarray(image)
+    return np.asarray(image.convert("RGB")).max(axis=2)  # colour masks: any coloured pixel counts
 
 
 def _decode_with_opencv(path: str | Path, pil_error: object) -> np.ndarray:
     """The fallback decoder; RGB(A) channel order; raises ImageReadError when it fails too."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
+    array = cv2.imread(str(path), _OPENCV_FLAGS) if Path(path).is_file() else None
     if array is None:
         raise ImageReadError(path, pil_error)
     if array.ndim == 3 and array.shape[2] >= 3:

@@ -81,7 +81,10 @@ def scan_layout(layout: str, root: Path, cfg: DictConfig) -> Scan:
 def _missing_root_message(root: Path, layout: str, cfg: DictConfig) -> str:
     parent = root.parent
     siblings = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))[:20] if parent.is_dir() else None
-    where = f"{parent} contains: {siblings or 'nothing'}" if siblings is not None else f"{parent} does not exist either"
+    if siblings is not None:
+        where = f"{parent} contains: {siblings or 'nothing'}"
+    else:
+        where = f"{_file_ancestor(root) or parent} {'is a file' if _file_ancestor(root) else 'does not exist either'}"
     if layout == "folder":
         fix = "Point data.root at your folder."
     elif layout == "meta":
@@ -91,7 +94,13 @@ def _missing_root_message(root: Path, layout: str, cfg: DictConfig) -> str:
             f"Put dataset {cfg.get('name')!r} there, or point paths.data_dir (env CLIPAD_DATA) at the folder "
             f"holding '{cfg.get('dirname', cfg.get('name'))}/' (or set data.root)."
         )
-    return f"dataset root {root} does not exist ({where}). {fix}\n{layout_help(cfg)}"
+    problem = "is a file, not a folder" if root.is_file() else f"does not exist ({where})"
+    return f"dataset root {root} {problem}. {fix}\n{layout_help(cfg)}"
+
+
+def _file_ancestor(path: Path) -> Path | None:
+    """The first folder on the path to `path` that is a file (then nothing below it can exist)."""
+    return next((p for p in reversed(path.parents) if p.is_file()), None)
 
 
 __all__ = ["SCANNERS", "DatasetError", "Scan", "Scanner", "UnpairedFile", "scan", "scan_layout"]

@@ -22,6 +22,7 @@ class UnpairedFile(NamedTuple):
 class Scan:
     rows: list[SampleRow] = field(default_factory=list)
     unpaired: list[UnpairedFile] = field(default_factory=list)
+    empty_classes: dict[str, str] = field(default_factory=dict)  # class folder without any image -> its path
 
     def add(
         self,

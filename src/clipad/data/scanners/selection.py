@@ -32,6 +32,13 @@ def run_classes(cfg: DictConfig, rows: Sequence[SampleRow], root: Path) -> list[
     requested = [str(c) for c in cfg.get("classes") or []]
     name = cfg.get("name")
     unknown = [c for c in requested if c not in known]
+    empty_folders = [str(root / c) for c in unknown if not cfg.get("all_classes") and (root / c).is_dir()]
+    if empty_folders:  # folder/meta layouts: the classes are the folders found with images
+        raise DatasetError(
+            f"data.classes={requested}: the class folder(s) {empty_folders} exist but hold no images (expected "
+            f"image files in <class>/normal/ and <class>/abnormal/). Add the images, or choose among the classes "
+            f"with images: {found}.\n{layout_help(cfg)}"
+        )
     if unknown:
         raise DatasetError(
             f"unknown class(es) {unknown} in data.classes for dataset {name!r}; its classes: {known} (found under "

@@ -23,6 +23,9 @@ def scan_folder(root: Path, cfg: DictConfig) -> Scan:
     else:
         classes = [(d.name, d) for d in subdirs(root) if _is_class_folder(d)]
     scan = Scan()
+    if not _is_class_folder(root):
+        # Sub-folders without any image: empty classes the user should hear about (inspect, data.classes).
+        scan.empty_classes = {d.name: str(d) for d in subdirs(root) if not image_files(d, recursive=True)}
     for cls, folder in classes:
         normal, abnormal = image_files(child(folder, "normal")), image_files(child(folder, "abnormal"))
         pairs, orphans = pair_masks(normal + abnormal, image_files(child(folder, "masks")), ("", "_mask"))
