@@ -79,7 +79,9 @@ def _add_class(scan: Scan, split_file: Path, image_dir: Path, missing: list[str]
                 mask_relative = entry.get("mask_path") or None
                 anomaly_class = str(entry.get("anomaly_class", normal_class))
             except (KeyError, TypeError, AttributeError) as error:
-                raise DatasetError(f"split file {split_file}: {split} entry {i} is malformed ({error!r}): {entry}") from error
+                raise DatasetError(
+                    f"split file {split_file}: {split} entry {i} is malformed ({error!r}): {entry}"
+                ) from error
             image = os.path.join(base, relative)
             if not os.path.isfile(image):
                 missing.append(image)
