@@ -53,7 +53,7 @@ def build_tree(root: Path, classes: int, samples: int, views: int) -> int:
             os.makedirs(root / "realiad_1024" / cls / folder)
             split = "test" if defective or s % 2 == 0 else "train"
             for v in range(1, views + 1):
-                stem = f"{cls}_{s:04d}_{'NG' if defective else 'OK'}_C{v}_20240101120000"
+                stem = f"{cls}_{s:04d}_{'NG_HS' if defective else 'OK'}_C{v}_20240101120000"
                 mask = f"{folder}/{stem}.png" if defective and v == 1 else None
                 touch(str(root / "realiad_1024" / cls / folder / f"{stem}.jpg"))
                 if mask:

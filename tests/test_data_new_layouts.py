@@ -50,11 +50,11 @@ def make_realiad(root: Path, views=("C1", "C2"), image_dir="realiad_256", nested
         "audiojack": {
             "train": [realiad_entry("audiojack", "OK", 1, v, None, False) for v in views],
             "test": [realiad_entry("audiojack", "OK", 2, v, None, False) for v in views]
-            + [realiad_entry("audiojack", "NG", 3, v, "HS", v == first) for v in views],
+            + [realiad_entry("audiojack", "NG_HS", 3, v, "HS", v == first) for v in views],
         },
         "pcb": {
             "train": [realiad_entry("pcb", "OK", 1, first, None, False)],
-            "test": [realiad_entry("pcb", "OK", 3, first, None, False), realiad_entry("pcb", "NG", 2, first, "AK", True)],
+            "test": [realiad_entry("pcb", "OK", 3, first, None, False), realiad_entry("pcb", "NG_AK", 2, first, "AK", True)],
         },
     }
     jsons = root / "realiad_jsons" / "realiad_jsons" if nested_jsons else root / "realiad_jsons"
@@ -74,11 +74,12 @@ def test_realiad_rows_views_samples_and_counts(tmp_path):
     rows = scan("realiad", root, data_cfg("realiad"))
     assert len(rows) == 9
     test = {Path(r["img_path"]).name: r for r in rows if r["split"] == "test" and r["cls_name"] == "audiojack"}
-    defective = test["audiojack_0003_NG_C1_20240101120000.jpg"]
+    defective = test["audiojack_0003_NG_HS_C1_20240101120000.jpg"]
     assert (defective["label"], defective["defect_type"], defective["view_id"], defective["sample_id"]) == (
         1, "HS", "C1", "HSS0003")
-    assert defective["mask_path"] == str(root / "realiad_256/audiojack/NG/HS/S0003/audiojack_0003_NG_C1_20240101120000.png")
-    clean_view = test["audiojack_0003_NG_C2_20240101120000.jpg"]
+    mask = root / "realiad_256/audiojack/NG/HS/S0003/audiojack_0003_NG_HS_C1_20240101120000.png"
+    assert defective["mask_path"] == str(mask)
+    clean_view = test["audiojack_0003_NG_HS_C2_20240101120000.jpg"]
     assert (clean_view["label"], clean_view["defect_type"], clean_view["mask_path"], clean_view["sample_id"]) == (
         0, "good", None, "HSS0003")
     assert sorted({r["sample_id"] for r in rows if r["cls_name"] == "audiojack"}) == ["HSS0003", "OKS0001", "OKS0002"]
@@ -95,12 +96,12 @@ def test_realiad_rows_views_samples_and_counts(tmp_path):
 
 def test_realiad_missing_files(tmp_path):
     root = make_realiad(tmp_path / "realiad")
-    mask = root / "realiad_256/pcb/NG/AK/S0002/pcb_0002_NG_C1_20240101120000.png"
+    mask = root / "realiad_256/pcb/NG/AK/S0002/pcb_0002_NG_AK_C1_20240101120000.png"
     mask.unlink()
     result = scan_layout("realiad", root, data_cfg("realiad"))
     orphan = next(r for r in result.rows if r["sample_id"] == "AKS0002")
     assert orphan["label"] == 1 and orphan["mask_path"] is None  # kept, without its listed mask ...
-    assert [Path(u.path).name for u in result.unpaired] == ["pcb_0002_NG_C1_20240101120000.jpg"]  # ... and reported
+    assert [Path(u.path).name for u in result.unpaired] == ["pcb_0002_NG_AK_C1_20240101120000.jpg"]  # ... and reported
     (root / "realiad_256/pcb/OK/S0003/pcb_0003_OK_C1_20240101120000.jpg").unlink()
     with pytest.raises(DatasetError, match="list 1 images that are not under"):
         scan("realiad", root, data_cfg("realiad"))
