@@ -14,6 +14,7 @@ BENCHES = {
     "metrics.py": ([], ["--n", "100"]),
     "data.py": ([], []),
     "model.py": ([], ["--quick"]),
+    "scan.py": ([], ["--samples", "100"]),
 }
 
 

@@ -22,6 +22,12 @@ class SampleRow(_SampleRowFields, total=False):
     # Optional: (left, top, right, bottom) pixel box of img_path and of its mask that forms the sample,
     # e.g. the three horizontal bands of a KSDD image (AdaCLIP's protocol). Absent: the whole image.
     crop: tuple[int, int, int, int]
+    # Optional, multi-view datasets (Real-IAD, Real-IAD Variety): the camera view as the file name spells it
+    # ("C1".."C5", "C01".."C05") and the physical sample the view belongs to (Real-IAD: the image path's
+    # third-from-last + second-from-last components, "OK" + "S0190" -> "OKS0190", as the AdaptCLIP reference
+    # keys samples). A sample's score is the max over its views' scores.
+    view_id: str
+    sample_id: str
 
 
 @dataclass

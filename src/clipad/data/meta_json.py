@@ -4,7 +4,9 @@
     row = {"img_path", "mask_path" ("" when none), "cls_name", "specie_name", "anomaly" (0/1)}
 
 Paths in the file are relative to the folder that holds it. A row with a crop box (KSDD bands) also carries
-"crop": [left, top, right, bottom]; readers of the reference format ignore the extra key.
+"crop": [left, top, right, bottom]; readers of the reference format ignore the extra key. Multi-view rows
+(Real-IAD, as the AdaptCLIP reference writes them) carry "view_id"; their sample is the image path's
+third-from-last + second-from-last components unless the row names it in "sample_id".
 """
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ def meta_dict(rows: Iterable[SampleRow], root: Path) -> dict[str, dict[str, list
         }
         if "crop" in row:
             entry["crop"] = list(row["crop"])
+        for key in ("view_id", "sample_id"):
+            if key in row:
+                entry[key] = row[key]
         meta.setdefault(row["split"], {}).setdefault(row["cls_name"], []).append(entry)
     return meta
 
@@ -89,7 +94,18 @@ def _row(entry: Mapping, root: Path, cls: str, split: str) -> SampleRow:
     if entry.get("crop") is not None:
         left, top, right, bottom = (int(v) for v in entry["crop"])
         row["crop"] = (left, top, right, bottom)
+    if entry.get("view_id") not in (None, ""):
+        row["view_id"] = str(entry["view_id"])
+        sample = entry.get("sample_id") or _sample_of_path(_portable(entry["img_path"]))
+        if sample:
+            row["sample_id"] = str(sample)
     return row
+
+
+def _sample_of_path(path: str) -> str | None:
+    """The AdaptCLIP reference's sample key: third-from-last + second-from-last path components."""
+    parts = Path(path).parts
+    return parts[-3] + parts[-2] if len(parts) >= 3 else None
 
 
 def _relative(path: str, root: Path) -> str:

@@ -16,7 +16,10 @@ from clipad.data.scanners.dagm import scan_dagm
 from clipad.data.scanners.image_level import scan_headct, scan_yes_no
 from clipad.data.scanners.ksdd import scan_ksdd
 from clipad.data.scanners.mvtec import scan_btad, scan_mvtec
+from clipad.data.scanners.mvtec_ad2 import scan_mvtec_ad2
+from clipad.data.scanners.mvtec_loco import scan_mvtec_loco
 from clipad.data.scanners.pixel_only import scan_clinicdb, scan_colondb, scan_isic, scan_tn3k
+from clipad.data.scanners.realiad import scan_realiad
 from clipad.data.scanners.result import Scan, UnpairedFile
 from clipad.data.scanners.user_data import scan_folder, scan_meta
 from clipad.data.scanners.visa import scan_visa
@@ -38,6 +41,9 @@ SCANNERS: dict[str, Scanner] = {
     "mvtec": scan_mvtec,
     "mpdd": scan_mvtec,
     "dtd": scan_mvtec,
+    "mvtec_ad2": scan_mvtec_ad2,
+    "mvtec_loco": scan_mvtec_loco,
+    "realiad": scan_realiad,
     "btad": scan_btad,
     "visa": scan_visa,
     "ksdd": scan_ksdd,

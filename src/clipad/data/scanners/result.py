@@ -9,7 +9,6 @@ if TYPE_CHECKING:  # clipad.data.batch imports torch: keep scanning (and inspect
     from clipad.data.batch import SampleRow
 
 
-
 class UnpairedFile(NamedTuple):
     """A file on disk that belongs to no sample: a mask without its image, an image without its label/mask."""
 
@@ -33,6 +32,8 @@ class Scan:
         defect_type: str,
         split: str,
         crop: tuple[int, int, int, int] | None = None,
+        view_id: str | None = None,
+        sample_id: str | None = None,
     ) -> None:
         row: SampleRow = {
             "img_path": str(img),
@@ -44,6 +45,10 @@ class Scan:
         }
         if crop is not None:
             row["crop"] = crop
+        if view_id is not None:
+            row["view_id"] = view_id
+        if sample_id is not None:
+            row["sample_id"] = sample_id
         self.rows.append(row)
 
     def add_unpaired(self, paths: list[Path], cls_name: str, split: str) -> None:

@@ -3,7 +3,8 @@
     folder:  <root>/normal/*, <root>/abnormal/*, optional <root>/masks/* paired by stem (<stem> or
              <stem>_mask), optional <root>/train/normal/* (few-shot prompts); or the same inside one
              sub-folder per class (<root>/<class>/normal/...). normal/abnormal/masks form the test split.
-    meta:    data.meta_path=/path/meta.json, image paths relative to its folder.
+    meta:    data.meta_path=/path/meta.json, image paths relative to its folder. A row whose mask_path is a
+             folder is classification only (no mask), as the AdaptCLIP reference reads it.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def scan_meta(root: Path, cfg: DictConfig) -> Scan:
         )
     scan = Scan(rows=rows)
     for row in rows:
-        if row["mask_path"] and not Path(row["mask_path"]).is_file():
+        if row["mask_path"] and Path(row["mask_path"]).is_dir():
+            row["mask_path"] = None  # the reference's convention for "no mask": image-level labels only
+        elif row["mask_path"] and not Path(row["mask_path"]).is_file():
             scan.add_unpaired([Path(row["img_path"])], row["cls_name"], row["split"])  # its mask is missing
             row["mask_path"] = None
     return scan
