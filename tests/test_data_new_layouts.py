@@ -12,10 +12,10 @@ from test_data_fixtures import write_image, write_mask
 
 from clipad.data.catalog import DatasetError, load_dataset_config
 from clipad.data.few_shot import draw_view_prompts, view_prompt_pools, write_prompt_list
+from clipad.data.image_io import read_mask
 from clipad.data.inspect import inspect_dataset
 from clipad.data.meta_json import read_meta, write_meta
 from clipad.data.scanners import scan, scan_layout
-from clipad.data.scanners.mvtec_loco import read_merged_mask
 
 
 def data_cfg(name: str, **changes):
@@ -191,7 +191,7 @@ def test_mvtec_loco_types_and_mask_folders(tmp_path):
     logical = anomalous["breakfast_box", "logical_anomalies"]
     assert logical["mask_path"] == str(root / "breakfast_box/ground_truth/logical_anomalies/000")
     assert anomalous["pushpins", "structural_anomalies"]["mask_path"] is None
-    merged = np.asarray(read_merged_mask(logical["mask_path"]))
+    merged = np.asarray(read_mask(logical["mask_path"]))  # a folder: its masks merged
     expected = np.zeros_like(merged)
     for left, top, right, bottom in LOGICAL_BOXES:
         expected[top:bottom, left:right] = 255

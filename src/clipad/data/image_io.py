@@ -61,6 +61,8 @@ def read_mask(path: str | Path, rule: str = "auto") -> Image.Image:
     """
     if rule not in MASK_RULES:
         raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r} (data.mask_rule)")
+    if Path(path).is_dir():
+        return _merged_mask(Path(path), rule)
     values = _mask_values(path)
     if rule == "auto":
         rule = "half" if Path(path).suffix.lower() in LOSSY_SUFFIXES else "nonzero"
@@ -71,6 +73,20 @@ def read_mask(path: str | Path, rule: str = "auto") -> Image.Image:
         scale = 1.0 if top <= 1 else 255.0 if top <= 255 else 65535.0
         grey = np.clip(np.rint(values.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
     return Image.fromarray(grey, mode="L")
+
+
+def _merged_mask(folder: Path, rule: str) -> Image.Image:
+    """The union of a folder of per-defect masks (MVTec LOCO AD: ground_truth/<type>/<id>/000.png, 001.png ...)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise ImageReadError(folder, "the ground-truth folder holds no mask image")
+    union: np.ndarray | None = None
+    for file in files:
+        anomalous = np.asarray(read_mask(file, rule)) > 127
+        if union is not None and anomalous.shape != union.shape:
+            raise ImageReadError(file, f"its size {anomalous.shape[::-1]} differs from {files[0]}'s {union.shape[::-1]}")
+        union = anomalous if union is None else union | anomalous
+    return Image.fromarray(np.where(union, 255, 0).astype(np.uint8), mode="L")
 
 
 def is_anomalous(mask: Image.Image) -> bool:
