@@ -101,6 +101,8 @@ def train(cfg: DictConfig) -> float | None:
     is_rank_zero = rank_zero_only.rank == 0
     if is_rank_zero:
         save_run_info(cfg, output_dir)
+        if cfg.get("train", True) and module.is_trainable:
+            datamodule.check_overlap()  # in seconds, before any evaluation or epoch (other ranks: in setup)
 
     trainer: L.Trainer | None = None
     try:
