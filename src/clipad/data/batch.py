@@ -56,3 +56,4 @@ class AnomalyOutput:
     # as its reference (the module's map_upper_bound; the test loop divides by it for the metrics)
     anomaly_map: torch.Tensor
     score: torch.Tensor  # [B] in [0, 1] (unclamped few-shot AdaptCLIP: [0, 8/7])
+    raw_map: torch.Tensor | None = None  # [B, H, W]: anomaly_map before the gaussian smoothing (predict save_maps=raw)

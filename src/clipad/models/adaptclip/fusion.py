@@ -37,9 +37,10 @@ def zero_shot_fusion(
         raise ValueError(
             "zero-shot fusion needs the visual or the textual adapter (adapter=pq needs shots >= 1)"
         )
-    anomaly_map = smooth(torch.stack(maps).mean(dim=0))
+    raw_map = torch.stack(maps).mean(dim=0)
+    anomaly_map = smooth(raw_map)
     score = torch.stack([*scores, _image_max(anomaly_map)]).mean(dim=0)
-    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score, raw_map=raw_map)
 
 
 def few_shot_fusion(
@@ -53,6 +54,7 @@ def few_shot_fusion(
     if not maps:
         raise ValueError("few-shot fusion needs at least one adapter branch")
     branch_map = torch.stack(maps).mean(dim=0)
-    anomaly_map = smooth(harmonic_mean(torch.stack([branch_map, alignment]), dim=0))
+    raw_map = harmonic_mean(torch.stack([branch_map, alignment]), dim=0)
+    anomaly_map = smooth(raw_map)
     score = harmonic_mean(torch.stack([torch.stack(scores).mean(dim=0), _image_max(anomaly_map)]), dim=0)
-    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score, raw_map=raw_map)
