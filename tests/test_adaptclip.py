@@ -101,6 +101,7 @@ def test_config_defaults_are_the_reference_recipe(out_dir):
     assert (model.seed, model.max_epochs, model.batch_size, model.temperature) == (10, 15, 8, 0.07)
     assert (model.optimizer.lr, list(model.optimizer.betas)) == (0.001, [0.5, 0.999])
     assert model.pair_normal and model.pq_context and list(model.few_shot_seeds) == [10, 20, 30]
+    assert model.clamp_align_distance is False  # the reference uses 1 - cos as is
     assert list(model.aux_data.default.train) == ["mvtec"] and list(model.aux_data.by_target.mvtec.train) == [
         "visa"
     ]
@@ -168,8 +169,8 @@ def test_tiny_outputs_have_contract_shapes_and_ranges(tiny, shots):
     with torch.no_grad():
         out = tiny(make_batch())
     assert out.anomaly_map.shape == (3, SIZE, SIZE) and out.score.shape == (3,)
-    for values in (out.anomaly_map, out.score):
-        assert torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+    for values, bound in ((out.anomaly_map, tiny.map_upper_bound), (out.score, 8 / 7 if shots else 1.0)):
+        assert torch.isfinite(values).all() and values.min() >= 0 and values.max() <= bound
 
 
 def test_tiny_default_config_at_224_px(out_dir):
@@ -280,6 +281,41 @@ def test_query_identical_to_a_prompt_has_zero_alignment_map(tiny):
         )
     assert same.shape == (1, SIZE, SIZE) and same.abs().max() < 1e-5
     assert differs.max() > 1e-2
+
+
+def test_new_prompt_source_replaces_the_cached_prompt_features(tiny):
+    batch = make_batch()
+    tiny.shots = 1
+    tiny.prompt_source = StubPrompts(1, fixed=torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5)))
+    with torch.no_grad():
+        first = tiny(batch)
+        tiny.prompt_source = StubPrompts(1, fixed=torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6)))
+        second = tiny(batch)  # no clear_prompt_cache(): assigning the source is enough
+    assert not torch.allclose(first.score, second.score)
+    assert not torch.allclose(first.anomaly_map, second.anomaly_map)
+
+
+def test_align_distance_is_the_references_1_minus_cos_unless_clamped():
+    # One 1 x 1 patch grid, one layer: the query's nearest (and only) prompt patch is at cos = -0.6.
+    query = torch.tensor([[[1.0, 0.0]]])
+    memory = torch.tensor([[[-0.6, 0.8]]])
+    aligned = align_layers([query], [memory])
+    assert torch.allclose(aligned.distance[0], torch.tensor([[1.6]]))
+    assert torch.allclose(alignment_map(aligned, (1, 1), (2, 2)), torch.full((1, 2, 2), 1.6))
+    assert torch.allclose(alignment_map(aligned, (1, 1), (2, 2), clamp=True), torch.ones(1, 2, 2))
+
+
+def test_unclamped_few_shot_maps_reach_past_1_and_the_metrics_see_them_scaled(out_dir):
+    def same(x):
+        return x
+
+    # A branch map of 1 and an alignment distance of 2 (cos = -1): the reference's fused map is 4/3.
+    few = few_shot_fusion([torch.ones(1, 2, 2)], [torch.ones(1)], torch.full((1, 2, 2), 2.0), same)
+    assert torch.allclose(few.anomaly_map, torch.full((1, 2, 2), 4 / 3))
+    assert torch.allclose(few.score, torch.tensor([8 / 7]))
+    faithful, clamped = build(out_dir, "shots=1"), build(out_dir, "shots=1", "model.clamp_align_distance=true")
+    assert faithful.map_upper_bound == pytest.approx(4 / 3) and clamped.map_upper_bound == 1.0
+    assert build(out_dir).map_upper_bound == 1.0  # zero-shot maps stay in [0, 1]
 
 
 @pytest.mark.parametrize("shots", [0, 2])

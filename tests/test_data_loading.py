@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from test_data_fixtures import (
     make_class_tree,
+    make_folder,
     make_headct,
     make_isic,
     make_mvtec,
@@ -25,6 +26,7 @@ from clipad.data.catalog import DatasetError, load_dataset_config
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.data.image_io import ImageReadError, read_mask, read_rgb
 from clipad.data.mosaic import tile_2x2
+from clipad.data.overlap import shared_samples
 from clipad.data.transforms import SampleTransform
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -148,6 +150,7 @@ def run_config(data_dir: Path, target: str = "mvtec", **changes) -> DictConfig:
     """A composed-like run config (what conf/train.yaml composes), built by hand."""
     data = load_dataset_config(target)
     data.num_workers, data.batch_size, data.eval_batch_size = 0, 4, 3
+    data.allow_overlap = True  # the small fixture trees serve as training, validation and test data at once
     cfg = OmegaConf.create({
         "data": data,
         "paths": {"data_dir": str(data_dir), "output_dir": "${hydra:runtime.output_dir}"},
@@ -310,6 +313,47 @@ def test_few_shot_without_normals_is_an_error(tmp_path):
     dm = AnomalyDataModule.from_config(run_config(tmp_path, "isic", shots=1))
     with pytest.raises(DatasetError, match="no normal images"):
         dm.normal_prompt_images("isic", "skin")
+
+
+# -- training data that is also test data -----------------------------------------------------------------
+def test_training_on_the_targets_own_test_images_is_an_error_naming_files_and_the_option(tmp_path):
+    root = make_folder(tmp_path / "parts")
+    cfg = run_config(tmp_path, "folder", **{"data.root": str(root), "data.train": ["folder"], "data.val": "none",
+                                            "data.allow_overlap": False})
+    dm = AnomalyDataModule.from_config(cfg)
+    with pytest.raises(DatasetError) as error:
+        dm.setup("fit")  # checked before the training set is built
+    message = str(error.value)
+    assert "4 images of test dataset 'folder' are also training samples of 'folder'" in message
+    assert "c.png" in message and "data.allow_overlap=true" in message and "data.train" in message
+
+
+def test_allow_overlap_downgrades_it_to_a_counted_warning(tmp_path, caplog):
+    root = make_folder(tmp_path / "parts")
+    cfg = run_config(tmp_path, "folder", **{"data.root": str(root), "data.train": ["folder"], "data.val": "none",
+                                            "data.allow_overlap": True})
+    with caplog.at_level(logging.WARNING, logger="clipad.data.datamodule"):
+        assert AnomalyDataModule.from_config(cfg).check_overlap() == 4
+    assert "4 images are both training and test/validation samples (data.allow_overlap=true)" in caplog.text
+
+
+def test_validating_on_a_training_dataset_is_an_error_and_disjoint_data_passes(data_dir):
+    options = {"data.classes": ["bottle", "screw"], "data.allow_overlap": False}
+    clean = AnomalyDataModule.from_config(run_config(data_dir, **options, **{"data.val": "none"}))
+    assert clean.check_overlap() == 0  # trains on btad, tests on mvtec
+    validating = run_config(data_dir, **options, **{"data.val": "btad"})  # btad also trains
+    with pytest.raises(DatasetError, match="9 images of validation dataset 'btad' are also training samples"):
+        AnomalyDataModule.from_config(validating).check_overlap()
+
+
+def test_the_same_file_under_another_path_is_the_same_sample(tmp_path):
+    write_image(tmp_path / "real/a.png", seed=1)
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    row = {"mask_path": None, "label": 0, "cls_name": "c", "defect_type": "good", "split": "test"}
+    training = [{**row, "img_path": str(tmp_path / "real/a.png")}]
+    tested = [{**row, "img_path": str(tmp_path / "alias/a.png")}, {**row, "img_path": str(tmp_path / "real/b.png")}]
+    assert shared_samples(training, tested) == [str(tmp_path / "alias/a.png")]
+    assert shared_samples(training, [{**tested[0], "crop": (0, 0, 4, 4)}]) == []  # another band of the file
 
 
 # -- mosaic and normal pairing ----------------------------------------------------------------------------

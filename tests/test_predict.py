@@ -1,7 +1,8 @@
-"""Predict: mixed-format folders, unreadable files, raw maps at input resolution, masks, few-shot prompts."""
+"""Predict: mixed-format folders, unreadable files, smoothed and raw maps, masks, few-shot prompts."""
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from PIL import Image
 from clipad.cli.checkpoint import save_clipad_checkpoint
 from clipad.cli.hydra_setup import compose_config
 from clipad.cli.predict import predict
+from clipad.cli.predict_outputs import resized_map
+from clipad.errors import ClipadError
 from clipad.models.registry import build_module
 
 SIZES = {"a.png": (60, 80), "b.jpg": (45, 70), "deep16.png": (50, 40), "rgba.png": (32, 32), "grey.png": (64, 48),
@@ -96,20 +99,40 @@ def test_mixed_folder_writes_one_row_and_figure_per_readable_image(workspace, tm
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_save_maps_at_input_resolution_and_masks_at_threshold(workspace, tmp_path):
+def test_save_maps_smoothed_at_input_resolution_raw_at_model_resolution_and_masks(workspace, tmp_path):
     out = tmp_path / "out"
-    summary = predict(predict_config(workspace / "clip.ckpt", workspace / "images", out, "save_maps=true",
+    summary = predict(predict_config(workspace / "clip.ckpt", workspace / "images", out, "save_maps=both",
                                      "save_masks=true", "pixel_threshold=0.5", "save_figures=false",
                                      "scaling=per_image"), overrides=[])
     assert summary.figures == []
+    module = build_module(compose_config("train", ["model=clip", "backbone=tiny", "backbone.image_size=112",
+                                                   "data=mvtec", "paths.output_dir=."]))
     for name, size in SIZES.items():
         stem = out / "figures" / ("sub" if name == "deep16.png" else "") / name
-        raw = np.load(stem.with_name(name + ".npy"))
-        assert raw.dtype == np.float32 and raw.shape == size
-        assert 0.0 <= raw.min() and raw.max() <= 1.0
+        smoothed = np.load(stem.with_name(name + ".smoothed.npy"))
+        raw = np.load(stem.with_name(name + ".raw.npy"))
+        assert smoothed.dtype == raw.dtype == np.float32 and smoothed.shape == size and raw.shape == (112, 112)
+        assert 0.0 <= smoothed.min() and smoothed.max() <= 1.0 and 0.0 <= raw.min() and raw.max() <= 1.0
+        # raw is the map before smoothing: smoothing it and resizing it to the file gives the smoothed map
+        # (to float rounding: the smoothing here runs on one map, in predict on a batch of three).
+        again = resized_map(module.smooth(torch.from_numpy(raw)[None])[0], size)
+        assert np.allclose(again, smoothed, atol=1e-6)
+        assert not np.allclose(raw, module.smooth(torch.from_numpy(raw)[None])[0].numpy())
         mask = np.asarray(Image.open(stem.with_name(name + ".mask.png")))
         assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
-        assert np.array_equal(mask == 255, raw >= 0.5)
+        assert np.array_equal(mask == 255, smoothed >= 0.5)
+    assert not list(out.rglob("*.png.npy"))  # the old, unnamed map files are gone
+
+
+def test_save_maps_raw_only_and_an_ambiguous_true_is_refused(workspace, tmp_path):
+    out = tmp_path / "raw"
+    predict(predict_config(workspace / "clip.ckpt", workspace / "images" / "a.png", out, "save_maps=raw",
+                           "save_figures=false"), overrides=[])
+    assert [p.name for p in (out / "figures").iterdir()] == ["a.png.raw.npy"]
+    with pytest.raises(ClipadError, match="save_maps=true is ambiguous.*save_maps=smoothed.*save_maps=raw"):
+        predict(predict_config(workspace / "clip.ckpt", workspace / "images", tmp_path / "t", "save_maps=true"), [])
+    with pytest.raises(ClipadError, match=re.escape("save_maps=yes: choose one of false | smoothed | raw | both")):
+        predict(predict_config(workspace / "clip.ckpt", workspace / "images", tmp_path / "t", "save_maps=yes"), [])
 
 
 def test_single_file_glob_and_scores_are_repeatable(workspace, tmp_path):

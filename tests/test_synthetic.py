@@ -187,7 +187,7 @@ def test_configs_split_the_classes() -> None:
         assert (cfg.layout, cfg.dirname) == ("synthetic", "synthetic")
     for cfg in subsets.values():
         assert {SYNTHETIC_CLASSES[cls] for cls in cfg.all_classes} == {cfg.domain}
-    assert list(target.train) == ["synthetic_aux"] and target.val == "synthetic_aux"
+    assert list(target.train) == ["synthetic_aux"] and target.val == "none"
     assert list(target.test) == ["synthetic_industrial", "synthetic_medical"]
     assert (
         subsets["synthetic_aux"].domain == "industrial"

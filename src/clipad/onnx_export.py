@@ -113,7 +113,8 @@ class AdaptCLIPGraph(nn.Module):
             outputs = adapters.prompt_query(queries, aligned, grid, size)
             maps.append(torch.stack([o.anomaly_map for o in outputs]).mean(dim=0))
             scores.append(torch.stack([o.score for o in outputs]).mean(dim=0))
-        output = few_shot_fusion(maps, scores, alignment_map(aligned, grid, size), module.smooth)
+        output = few_shot_fusion(maps, scores, alignment_map(aligned, grid, size, module.clamp_align_distance),
+                                     module.smooth)
         return output.anomaly_map, output.score
 
 

@@ -27,7 +27,7 @@ from clipad.cli.predict_inputs import (
     collate_images,
     list_input_images,
 )
-from clipad.cli.predict_outputs import OutputOptions, PredictionWriter
+from clipad.cli.predict_outputs import OutputOptions, PredictionWriter, saved_map_kinds
 from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
@@ -103,7 +103,7 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
         pixel_threshold=cfg.pixel_threshold,
         save_figures=bool(cfg.save_figures),
         save_masks=bool(cfg.save_masks),
-        save_maps=bool(cfg.save_maps),
+        save_maps=saved_map_kinds(cfg.save_maps),
         scaling=cfg.scaling,
     )
     output_dir = Path(cfg.output_dir)
@@ -134,8 +134,9 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
                 if loaded.images is not None:
                     output = module(batch_of(loaded, str(cfg.class_name), device))
                     for i, path in enumerate(loaded.paths):
+                        raw = None if output.raw_map is None else output.raw_map[i]
                         writer.write(path, float(output.score[i]), output.anomaly_map[i], loaded.sizes[i],
-                                     loaded.previews[i])
+                                     loaded.previews[i], raw)
                 bar.update(len(loaded.paths) + len(loaded.unreadable))
         if writer.pending_figures():
             with logging_redirect_tqdm(), tqdm(total=writer.pending_figures(), unit="fig", desc="figures") as bar:

@@ -1,8 +1,8 @@
-"""What `predict` writes per image: a scores.csv row, a figure, and optionally the raw map and a binary mask.
+"""What `predict` writes per image: a scores.csv row, a figure, and optionally the anomaly maps and a binary mask.
 
 Output files mirror the input's folder structure under the output folder and keep the input's file name,
-suffix included (`a/b.jpg` -> `figures/a/b.jpg.png`, `b.jpg.npy`, `b.jpg.mask.png`), so that `b.png` and
-`b.jpg` in one folder never overwrite each other.
+suffix included (`a/b.jpg` -> `figures/a/b.jpg.png`, `b.jpg.smoothed.npy`, `b.jpg.raw.npy`, `b.jpg.mask.png`),
+so that `b.png` and `b.jpg` in one folder never overwrite each other.
 
 Per-dataset colour scaling needs the range of all maps before the first figure is drawn: the maps are then
 kept on disk (float16, figure size) while predicting, and the figures drawn at the end, re-reading each image.
@@ -26,7 +26,27 @@ from PIL import Image
 
 from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
 from clipad.data.image_io import read_rgb
+from clipad.errors import ClipadError
 from clipad.report.heatmaps import SCALINGS, save_prediction_figure
+
+# save_maps values -> the maps written. smoothed: the map scored, figured and thresholded (gaussian-smoothed),
+# resized to the input file's size; raw: the model's map before smoothing, at the model's input resolution.
+SAVE_MAPS = {"false": (), "smoothed": ("smoothed",), "raw": ("raw",), "both": ("smoothed", "raw")}
+
+
+def saved_map_kinds(value: object) -> tuple[str, ...]:
+    """The maps `save_maps` asks for; true is refused because it has meant both in the past (docs: raw, code:
+    smoothed)."""
+    if value is True:
+        raise ClipadError(
+            "save_maps=true is ambiguous: say which map to write. save_maps=smoothed writes <name>.smoothed.npy, "
+            "the smoothed map at the input image's size (what save_maps=true wrote before); save_maps=raw writes "
+            "<name>.raw.npy, the map before smoothing at the model's input size; save_maps=both writes the two."
+        )
+    key = "false" if value in (False, None) else str(value)
+    if key not in SAVE_MAPS:
+        raise ClipadError(f"save_maps={value}: choose one of {' | '.join(SAVE_MAPS)} (conf/predict.yaml)")
+    return SAVE_MAPS[key]
 
 
 @dataclass(frozen=True)
@@ -35,7 +55,7 @@ class OutputOptions:
     pixel_threshold: float | None  # binary mask: map >= pixel_threshold
     save_figures: bool
     save_masks: bool
-    save_maps: bool
+    save_maps: tuple[str, ...]  # "smoothed" and/or "raw" (saved_map_kinds)
     scaling: str
 
     def __post_init__(self) -> None:
@@ -116,8 +136,9 @@ class PredictionWriter:
         return f"{Path(path).name}  score {score:.4g}{decision}{self.title_note}"
 
     def write(self, path: str, score: float, anomaly_map: torch.Tensor, size: tuple[int, int],
-              preview: np.ndarray | None) -> None:
-        """One image's outputs; anomaly_map [S, S] on any device, size (height, width) of the input file."""
+              preview: np.ndarray | None, raw_map: torch.Tensor | None = None) -> None:
+        """One image's outputs; anomaly_map [S, S] (smoothed) and raw_map [S, S] (before smoothing, needed for
+        save_maps=raw) on any device; size (height, width) of the input file."""
         options = self.options
         row = [path, f"{score:.6g}"]
         if options.threshold is not None:
@@ -127,11 +148,16 @@ class PredictionWriter:
         self._low = min(self._low, float(anomaly_map.min()))
         self._high = max(self._high, float(anomaly_map.max()))
         stem = self.output_stem(path)
-        if options.save_maps or options.save_masks:
+        if "raw" in options.save_maps:
+            if raw_map is None:
+                raise ClipadError("save_maps=raw: this model gives no map before smoothing; use save_maps=smoothed")
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            np.save(stem.with_name(stem.name + ".raw.npy"), raw_map.float().cpu().numpy())
+        if "smoothed" in options.save_maps or options.save_masks:
             full = resized_map(anomaly_map, size)
             stem.parent.mkdir(parents=True, exist_ok=True)
-            if options.save_maps:
-                np.save(stem.with_name(stem.name + ".npy"), full.astype(np.float32))
+            if "smoothed" in options.save_maps:
+                np.save(stem.with_name(stem.name + ".smoothed.npy"), full.astype(np.float32))
             if options.save_masks:
                 mask = np.where(full >= options.pixel_threshold, 255, 0).astype(np.uint8)
                 Image.fromarray(mask, mode="L").save(stem.with_name(stem.name + ".mask.png"))

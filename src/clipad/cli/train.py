@@ -11,9 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from clipad.cli.hydra_setup import hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
+from clipad.cli.interruption import SIGTERM_EXIT_CODE, report_interruption
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
@@ -100,28 +102,38 @@ def train(cfg: DictConfig) -> float | None:
     is_rank_zero = rank_zero_only.rank == 0
     if is_rank_zero:
         save_run_info(cfg, output_dir)
+        if cfg.get("train", True) and module.is_trainable:
+            datamodule.check_overlap()  # in seconds, before any evaluation or epoch (other ranks: in setup)
 
-    untrained = None
-    if cfg.get("compare_untrained") and module.is_trainable and cfg.test and is_rank_zero:
-        evaluation_trainer(cfg).test(module, datamodule=datamodule, verbose=False)
-        untrained = module.stage_results["test"]
+    trainer: L.Trainer | None = None
+    try:
+        untrained = None
+        if cfg.get("compare_untrained") and module.is_trainable and cfg.test and is_rank_zero:
+            evaluation_trainer(cfg).test(module, datamodule=datamodule, verbose=False)
+            untrained = module.stage_results["test"]
 
-    with open_dict(cfg):
-        cfg.run_name = name
-    loggers = build_loggers(cfg, group=group)
-    has_validation = datamodule.has_validation and module.is_trainable
-    # LearningRateMonitor refuses to run without a logger (logger=none, debug=fast).
-    callbacks = build_callbacks(cfg, has_validation, skip=() if loggers else ("lr_monitor",))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    if cfg.get("train", True) and module.is_trainable:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
-    if not cfg.get("test", True):
-        finish_loggers(loggers)
+        with open_dict(cfg):
+            cfg.run_name = name
+        loggers = build_loggers(cfg, group=group)
+        has_validation = datamodule.has_validation and module.is_trainable
+        # LearningRateMonitor refuses to run without a logger (logger=none, debug=fast).
+        callbacks = build_callbacks(cfg, has_validation, skip=() if loggers else ("lr_monitor",))
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        if cfg.get("train", True) and module.is_trainable:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
+        if not cfg.get("test", True):
+            finish_loggers(loggers)
+            if is_rank_zero:
+                datamodule.bad_inputs.finish()
+            return None
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=best or None)
+    except SIGTERMException:
+        # Lightning's SIGTERMException exits 0; a job stopped by SIGTERM must not look like a finished one.
         if is_rank_zero:
-            datamodule.bad_inputs.finish()
-        return None
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    grid_results = run_grid(trainer, module, datamodule, grid, ckpt_path=best or None)
+            trains = bool(cfg.get("train", True)) and module.is_trainable
+            report_interruption(trainer, output_dir, command_line_overrides(), trains)
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
     results = report_results(cfg, trainer, module.backbone.is_random, loggers, grid_results, output_dir)
     if trainer.is_global_zero:
         if untrained is not None:

@@ -22,6 +22,7 @@ KINDS = {
     "empty_mask": "empty mask (anomalous image)",
     "large_mask": "mask over 50% of its image",
     "mask_file_skipped": "mask file(s) of a dataset layout not scored",
+    "train_test_overlap": "image(s) both trained and tested/validated on (data.allow_overlap=true)",
 }
 
 

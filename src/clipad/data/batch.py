@@ -58,5 +58,8 @@ class Batch:
 class AnomalyOutput:
     """What every model returns at test time."""
 
-    anomaly_map: torch.Tensor  # [B, H, W] in [0, 1] at input resolution, smoothed
-    score: torch.Tensor  # [B] in [0, 1]
+    # [B, H, W] at input resolution, smoothed; in [0, 1], except unclamped few-shot AdaptCLIP: [0, 4/3],
+    # as its reference (the module's map_upper_bound; the test loop divides by it for the metrics)
+    anomaly_map: torch.Tensor
+    score: torch.Tensor  # [B] in [0, 1] (unclamped few-shot AdaptCLIP: [0, 8/7])
+    raw_map: torch.Tensor | None = None  # [B, H, W]: anomaly_map before the gaussian smoothing (predict save_maps=raw)

@@ -18,12 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 
-from clipad.data.bad_inputs import BadInputLog
+from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import SampleRow
 from clipad.data.catalog import DatasetError, dataset_root, load_dataset_config, prompt_name
 from clipad.data.dataset import AnomalyDataset, collate_batch, sample_id
 from clipad.data.few_shot import draw_prompts, prompt_pool, write_prompt_record
 from clipad.data.input_check import check_rows, enforce_policies
+from clipad.data.overlap import overlap_message, shared_samples
 from clipad.data.scanners import GENERATED_LAYOUTS, scan
 from clipad.data.scanners.selection import check_missing_masks, has_pixel_labels, run_classes, select_rows
 from clipad.data.transforms import SampleTransform
@@ -70,6 +71,7 @@ class AnomalyDataModule(L.LightningDataModule):
         mosaic_datasets: Sequence[str] = ("mvtec",),
         pair_normal: bool = False,
         seed: int = 0,
+        allow_overlap: bool = False,
     ) -> None:
         super().__init__()
         if not targets:
@@ -83,6 +85,8 @@ class AnomalyDataModule(L.LightningDataModule):
         self.shots, self.few_shot_seed, self.output_dir = int(shots), int(few_shot_seed), output_dir
         self.mosaic_p, self.mosaic_datasets, self.pair_normal = float(mosaic_p), list(mosaic_datasets), pair_normal
         self.seed = int(seed)
+        self.allow_overlap = bool(allow_overlap)
+        self.overlap_count: int | None = None  # images both trained and tested/validated on; None: not checked
         self.eval_transform = SampleTransform(image_size, mean, std)
         self.train_transform = SampleTransform(image_size, mean, std, augment) if augment else self.eval_transform
         self.train_set: ConcatDataset | None = None
@@ -100,9 +104,9 @@ class AnomalyDataModule(L.LightningDataModule):
     def from_config(cls, cfg: DictConfig) -> AnomalyDataModule:
         """Build from the whole composed config. Keys read:
 
-        data.{name, test, train, val, train_split, batch_size, eval_batch_size, num_workers, augment} and the
-        run options data.{class_names, skip_bad, missing_mask, empty_mask, large_mask, check_files} (applied to
-        every dataset of the run);
+        data.{name, test, train, val, train_split, allow_overlap, batch_size, eval_batch_size, num_workers, augment}
+        and the run options data.{class_names, skip_bad, missing_mask, empty_mask, large_mask, check_files} (applied
+        to every dataset of the run);
         model.{aux_data.default, aux_data.by_target, mosaic_p, mosaic_datasets, pair_normal} (optional);
         paths.{data_dir, output_dir}; backbone.{image_size, mean, std}; shots; few_shot_seed.
         Each other dataset's node is conf/data/<name>.yaml (clipad.data.catalog); the target's is cfg.data,
@@ -144,6 +148,7 @@ class AnomalyDataModule(L.LightningDataModule):
             mosaic_datasets=list(model.get("mosaic_datasets", ["mvtec"])),
             pair_normal=bool(model.get("pair_normal", False)),
             seed=int(cfg.get("seed", 0) or 0),
+            allow_overlap=bool(data.get("allow_overlap", False)),
         )
 
     # -- what the run uses ------------------------------------------------------------------------------
@@ -245,6 +250,43 @@ class AnomalyDataModule(L.LightningDataModule):
                         len(rows) - len(usable), source.name, sorted(report.unreadable_files)[:3])
         return usable
 
+    def check_overlap(self) -> int:
+        """Refuse a run that trains on images it also tests or validates on; returns how many there are.
+
+        With data.allow_overlap=true they are counted and warned about instead. Checked once per datamodule.
+        """
+        if self.overlap_count is not None:
+            return self.overlap_count
+        evaluated = [(s, "test") for s in self._targets] + ([(self._val, "validation")] if self._val else [])
+        findings = []
+        for train_source in self._train:
+            train_rows = select_rows(train_source.cfg, self.table(train_source.name), self.train_split,
+                                     train_source.root)
+            for source, role in evaluated:
+                eval_rows = select_rows(source.cfg, self.table(source.name), "test", source.root)
+                shared = shared_samples(train_rows, eval_rows)
+                if shared:
+                    findings.append((len(shared), overlap_message(shared, train_source.name, self.train_split,
+                                                                  source.name, role)))
+                    if self.allow_overlap:
+                        self.bad_inputs.record(
+                            BadInput("train_test_overlap", path, source.name, detail=f"trained on in {train_source.name}")
+                            for path in shared
+                        )
+        self.overlap_count = sum(count for count, _ in findings)
+        if findings and not self.allow_overlap:
+            raise DatasetError(
+                "; ".join(text for _, text in findings) + ". Their metrics would measure memory, not zero-shot "
+                "transfer. Train on other data (data.train=[...]) or other classes, or set data.allow_overlap=true "
+                "to run anyway (counted and warned)."
+            )
+        for _, text in findings:
+            log.warning("data.allow_overlap=true: %s", text)
+        if findings:
+            log.warning("%d images are both training and test/validation samples (data.allow_overlap=true)",
+                        self.overlap_count)
+        return self.overlap_count
+
     # -- Lightning hooks --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         # Generated datasets are built once per node (Lightning calls this on local rank 0 only).
@@ -254,6 +296,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None and self._train:
+            self.check_overlap()
             self.train_set = ConcatDataset([self._dataset(s, self.train_split, training=True) for s in self._train])
         if stage in (None, "fit", "validate") and self.val_set is None and self._val is not None:
             self.val_set = self._dataset(self._val, "test", training=False)

@@ -95,12 +95,19 @@ class AnomalyModule(L.LightningModule):
         setattr(self, f"{stage}_metrics", AnomalyMetrics(domains=datamodule.domains).to(self.device))
         self._image_records[stage] = []
 
+    @property
+    def map_upper_bound(self) -> float:
+        """The largest value this model's anomaly maps can take (1: the AnomalyOutput contract)."""
+        return 1.0
+
     def _evaluate_step(self, stage: str, batch: Batch) -> AnomalyOutput:
         output = self(batch)
         getattr(self, f"{stage}_metrics").update(
             score=output.score.detach().float(),
             label=batch.label,
-            anomaly_map=output.anomaly_map.detach().float(),
+            # A fixed positive factor brings a wider map range into the metrics' [0, 1] without changing any
+            # metric (all are threshold sweeps); 1 for every model but unclamped few-shot AdaptCLIP.
+            anomaly_map=output.anomaly_map.detach().float() / self.map_upper_bound,
             mask=batch.mask[:, 0] > 0.5,
             has_mask=batch.has_mask,
             dataset=batch.dataset,

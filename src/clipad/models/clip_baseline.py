@@ -40,4 +40,4 @@ class ClipBaselineModule(AnomalyModule):
         patch_map = probs[:, 1:].reshape(-1, 1, rows, cols)
         size = batch.image.shape[-2:]
         anomaly_map = F.interpolate(patch_map, size=size, mode="bilinear", align_corners=True)[:, 0]
-        return AnomalyOutput(anomaly_map=self.smooth(anomaly_map), score=probs[:, 0])
+        return AnomalyOutput(anomaly_map=self.smooth(anomaly_map), score=probs[:, 0], raw_map=anomaly_map)

@@ -294,8 +294,9 @@ class AdaCLIPModule(AnomalyModule):
         with full_precision(batch.image.device):
             mean_logits = torch.stack(result.layer_logits).mean(dim=0)
             maps = self._upsample(mean_logits, result.grid, tuple(batch.image.shape[-2:]))
-            anomaly_map = self.smooth(maps.softmax(dim=1)[:, 1])
-            return AnomalyOutput(anomaly_map=anomaly_map, score=result.image_logits.softmax(dim=-1)[:, 1])
+            raw_map = maps.softmax(dim=1)[:, 1]
+            return AnomalyOutput(anomaly_map=self.smooth(raw_map), score=result.image_logits.softmax(dim=-1)[:, 1],
+                                 raw_map=raw_map)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         result = self._similarities(batch.image, batch.prompt_name)

@@ -15,6 +15,9 @@ import torch
 
 from clipad.data.batch import AnomalyOutput
 
+# Few-shot maps reach 4/3 when the alignment map is not clamped: the harmonic mean 2ab / (a + b) of a
+# branch map a <= 1 and an alignment map b <= 2 (1 - cos) is at most 2 * 2 / 3. The reference keeps that range.
+FEW_SHOT_UNCLAMPED_MAP_MAX = 4.0 / 3.0
 EPS = 1e-12  # a zero among the values makes the harmonic mean (numerically) zero, as its limit
 
 
@@ -34,9 +37,10 @@ def zero_shot_fusion(
         raise ValueError(
             "zero-shot fusion needs the visual or the textual adapter (adapter=pq needs shots >= 1)"
         )
-    anomaly_map = smooth(torch.stack(maps).mean(dim=0))
+    raw_map = torch.stack(maps).mean(dim=0)
+    anomaly_map = smooth(raw_map)
     score = torch.stack([*scores, _image_max(anomaly_map)]).mean(dim=0)
-    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score, raw_map=raw_map)
 
 
 def few_shot_fusion(
@@ -45,10 +49,12 @@ def few_shot_fusion(
     alignment: torch.Tensor,
     smooth: Callable[[torch.Tensor], torch.Tensor],
 ) -> AnomalyOutput:
-    """alignment: [B, H, W] in [0, 1], the training-free harmonic mean of the layers' 1 - cos maps."""
+    """alignment: [B, H, W], the training-free harmonic mean of the layers' 1 - cos maps: in [0, 2] as the
+    reference (then the map lies in [0, 4/3], the score in [0, 8/7]), in [0, 1] with the clamp option."""
     if not maps:
         raise ValueError("few-shot fusion needs at least one adapter branch")
     branch_map = torch.stack(maps).mean(dim=0)
-    anomaly_map = smooth(harmonic_mean(torch.stack([branch_map, alignment]), dim=0))
+    raw_map = harmonic_mean(torch.stack([branch_map, alignment]), dim=0)
+    anomaly_map = smooth(raw_map)
     score = harmonic_mean(torch.stack([torch.stack(scores).mean(dim=0), _image_max(anomaly_map)]), dim=0)
-    return AnomalyOutput(anomaly_map=anomaly_map, score=score)
+    return AnomalyOutput(anomaly_map=anomaly_map, score=score, raw_map=raw_map)

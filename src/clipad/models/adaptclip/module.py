@@ -19,7 +19,7 @@ from torch import nn
 
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.losses import segmentation_loss
-from clipad.models.adaptclip.fusion import few_shot_fusion, zero_shot_fusion
+from clipad.models.adaptclip.fusion import FEW_SHOT_UNCLAMPED_MAP_MAX, few_shot_fusion, zero_shot_fusion
 from clipad.models.adaptclip.prompt_query import PromptQueryAdapter, align_layers, alignment_map
 from clipad.models.adaptclip.scoring import BranchOutput, score_against_text
 from clipad.models.adaptclip.text import hand_made_text_embeddings
@@ -118,6 +118,7 @@ class AdaptCLIPModule(AnomalyModule):
         ).to(device)
         self.temperature = float(model_cfg.get("temperature", 0.07))
         self.value_value = bool(model_cfg.get("value_value", True))
+        self.clamp_align_distance = bool(model_cfg.get("clamp_align_distance", False))
         # Evaluation settings; evaluate may change them after loading a checkpoint.
         self.shots = int(self.cfg.get("shots") or 0)
         self.few_shot_seed = int(self.cfg.get("few_shot_seed") or 0)
@@ -125,10 +126,28 @@ class AdaptCLIPModule(AnomalyModule):
             raise ValueError(
                 f"shots={self.shots} must be 0 (zero-shot) or a positive number of normal images"
             )
-        self.prompt_source: NormalPromptSource | None = None  # None: the trainer's datamodule
         self._prompt_cache: dict[tuple[str, str, int, int], list[torch.Tensor]] = {}
+        self.prompt_source = None
         self._hand_made_text: torch.Tensor | None = None
         self._warned_small_batch = False
+
+    @property
+    def prompt_source(self) -> NormalPromptSource | None:
+        """Where the normal prompt images come from; None: the trainer's datamodule."""
+        return self._prompt_source
+
+    @prompt_source.setter
+    def prompt_source(self, source: NormalPromptSource | None) -> None:
+        # The cache is keyed by (dataset, class, shots, seed), which says nothing about the source:
+        # features of the previous source's images must not answer for the new one's.
+        self._prompt_source = source
+        self.clear_prompt_cache()
+
+    @property
+    def map_upper_bound(self) -> float:
+        """Few-shot maps without the clamp reach 4/3: the harmonic mean of a branch map in [0, 1] and an
+        alignment map in [0, 2] (the reference's own range; see clipad.models.adaptclip.fusion)."""
+        return FEW_SHOT_UNCLAMPED_MAP_MAX if self.shots > 0 and not self.clamp_align_distance else 1.0
 
     # ---------------------------------------------------------------- parts
     def trainable_parts(self) -> dict[str, int]:
@@ -237,7 +256,7 @@ class AdaptCLIPModule(AnomalyModule):
             rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=patches[0].device)
             queries = [p[rows] for p in patches]
             aligned = align_layers(queries, self.prompt_memory(*key))
-            alignment[rows] = alignment_map(aligned, grid, size)
+            alignment[rows] = alignment_map(aligned, grid, size, self.clamp_align_distance)
             if self.adapters.prompt_query is not None:
                 outputs = self.adapters.prompt_query(queries, aligned, grid, size)
                 pq_map[rows] = torch.stack([o.anomaly_map for o in outputs]).mean(dim=0)

@@ -42,15 +42,17 @@ def align_layers(queries: list[torch.Tensor], memories: list[torch.Tensor]) -> A
     return Alignment(nearest=[p[0] for p in pairs], distance=[p[1] for p in pairs])
 
 
-def alignment_map(alignment: Alignment, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def alignment_map(
+    alignment: Alignment, grid: tuple[int, int], size: tuple[int, int], clamp: bool = False
+) -> torch.Tensor:
     """[B, H, W]: harmonic mean over layers of the upsampled 1 - cos maps.
 
-    1 - cos lies in [0, 2]; it is clamped to [0, 1] (a nearest normal patch at 90 degrees or more is
-    as anomalous as it gets) so that fused maps stay in [0, 1]. With real CLIP features the nearest
-    patch's cosine is positive, so the clamp changes nothing there.
+    1 - cos lies in [0, 2] and is used as is, as the reference does (it exceeds 1 where a query
+    patch's nearest normal-prompt patch has a negative cosine). clamp=True (model.clamp_align_distance)
+    cuts it to [0, 1] first: a nearest normal patch at 90 degrees or more then counts as fully anomalous.
     """
     maps = [
-        upsample(tokens_to_grid(d.clamp(0.0, 1.0).unsqueeze(-1), grid), size)[:, 0]
+        upsample(tokens_to_grid((d.clamp(0.0, 1.0) if clamp else d).unsqueeze(-1), grid), size)[:, 0]
         for d in alignment.distance
     ]
     return harmonic_mean(torch.stack(maps), dim=0)
