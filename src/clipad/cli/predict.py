@@ -18,7 +18,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clipad.cli.checkpoint import module_from_checkpoint
-from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.predict_inputs import (
     FolderPrompts,
     ImageFileDataset,
@@ -150,7 +150,3 @@ def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
     if random_backbone:
         print("random backbone: these scores say nothing about the method")
 
-
-@hydra_entry("predict")
-def main(cfg: DictConfig) -> None:
-    predict(cfg)

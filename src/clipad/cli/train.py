@@ -6,14 +6,12 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
-from clipad.cli.hydra_setup import hydra_entry
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
@@ -128,8 +126,3 @@ def train(cfg: DictConfig) -> float | None:
     finish_loggers(loggers)
     return sweep_value(results)
 
-
-@hydra_entry("train")
-def main(cfg: DictConfig) -> float | None:
-    torch.set_float32_matmul_precision("high")
-    return train(cfg)
