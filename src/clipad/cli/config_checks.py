@@ -27,6 +27,7 @@ POSITIVE_INTEGERS = ("model.batch_size", "data.batch_size", "data.eval_batch_siz
 NON_NEGATIVE_INTEGERS = ("data.num_workers", "num_workers", "model.max_epochs")
 # Configs whose ckpt_path names a model to load (train's ckpt_path resumes and may be `last`).
 LOADS_CHECKPOINT = ("eval", "predict", "export")
+WRITES_NOTHING = ("inspect",)
 _ABSENT = object()
 
 
@@ -34,6 +35,8 @@ def check_run_config(cfg: DictConfig, overrides: list[str], config_name: str) ->
     """Raise ConfigError (or PathNotFoundError) for the first mistake found; return when the run can start."""
     check_additions(cfg, overrides, config_name)
     check_mandatory_keys(cfg)
+    if config_name in WRITES_NOTHING:  # inspect: reads data.* only
+        return
     check_counts(cfg)
     if "few_shot_seed" in cfg:
         shot_grid(cfg)
@@ -92,7 +95,7 @@ def config_without(config_name: str, overrides: list[str], additions: list[Overr
 
 
 def check_mandatory_keys(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]  # mandatory keys are top-level (ckpt_path, input)
     if missing:
         example = " ".join(f"{key}=..." for key in missing)
         raise ConfigError(f"{', '.join(missing)} must be given on the command line: {example}")

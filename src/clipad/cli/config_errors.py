@@ -79,7 +79,7 @@ def chosen_model(overrides: list[str]) -> str | None:
 def unknown_option_message(error: MissingConfigException) -> str:
     missing = str(error.missing_cfg_file or "")
     group, _, option = missing.rpartition("/")
-    options = list(error.options or [])
+    options = [o for o in error.options or [] if not o.startswith("_")]  # _common: shared parts, not options
     if not group or not options:
         return str(error).split("\n")[0]
     return (f"{group}={option}: no option {option!r} in conf/{group}/.{did_you_mean(option, options)} "

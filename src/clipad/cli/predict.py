@@ -29,6 +29,7 @@ from clipad.cli.predict_inputs import (
 from clipad.cli.predict_outputs import OutputOptions, PredictionWriter
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
+from clipad.errors import ConfigError
 from clipad.models.base import AnomalyModule
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def attach_normal_prompts(module: AnomalyModule, cfg: DictConfig, transform: Sam
     few_shot = hasattr(module, "prompt_source")
     if cfg.get("shots_dir"):
         if not few_shot:
-            raise ValueError(
+            raise ConfigError(
                 f"shots_dir is for few-shot models (model=adaptclip); model={module.cfg.model.name} takes no "
                 "normal prompt images: leave shots_dir out"
             )

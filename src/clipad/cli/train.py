@@ -16,6 +16,7 @@ from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
 from clipad.data.datamodule import AnomalyDataModule
+from clipad.errors import PathNotFoundError
 from clipad.models.registry import build_module
 from clipad.report.console import print_trained_vs_untrained
 from clipad.tracking import build_loggers, finish_loggers
@@ -56,14 +57,14 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     if cfg.ckpt_path == "last":
         path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise PathNotFoundError(
                 f"ckpt_path=last: no {path}. Resume in the interrupted run's directory: "
                 "hydra.run.dir=<that run dir> ckpt_path=last, or give ckpt_path=<run dir>/checkpoints/last.ckpt"
             )
         return str(path)
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist")
+        raise PathNotFoundError(f"ckpt_path={path} does not exist: give a checkpoint file, or ckpt_path=last")
     return str(path)
 
 

@@ -1,22 +1,20 @@
 """`python -m clipad.data.inspect data=NAME`: validate a dataset root and print per-class counts.
 
 One row per class and split: normal images, anomalous images, masks found, unpaired files (masks without an
-image, images without their label or mask). Exit status 1 with the reason when the root cannot be used as
-configured (missing root, no images, unknown or empty class, anomalous images without masks when
+image, images without their label or mask). A message with the reason when the root cannot be used as
+configured (exit status 2; missing root, no images, unknown or empty class, anomalous images without masks when
 data.missing_mask=error).
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clipad.config_dir import CONF_DIR
+from clipad.cli.hydra_setup import hydra_entry
 from clipad.data.catalog import dataset_root
-from clipad.data.scanners import DatasetError, Scan, scan_layout
+from clipad.data.scanners import Scan, scan_layout
 from clipad.data.scanners.selection import (
     check_missing_masks,
     found_classes,
@@ -60,7 +58,7 @@ def format_table(table: list[tuple]) -> str:
 def inspect_dataset(cfg: DictConfig, emit: Callable[[str], None] = print) -> int:
     """Emit the report for cfg.data at its root and return its number of test samples.
 
-    Raises DatasetError (ValueError for a bad option) when the root cannot be used; the counts are emitted
+    Raises DatasetError (ConfigError for a bad option) when the root cannot be used; the counts are emitted
     first whenever the root could be scanned, so the table shows what is wrong.
     """
     data = cfg.data
@@ -82,13 +80,9 @@ def inspect_dataset(cfg: DictConfig, emit: Callable[[str], None] = print) -> int
     return len(rows)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="inspect")
+@hydra_entry("inspect")
 def main(cfg: DictConfig) -> None:
-    try:
-        inspect_dataset(cfg)
-    except (DatasetError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    inspect_dataset(cfg)
 
 
 if __name__ == "__main__":
