@@ -111,6 +111,8 @@ def hydra_entry(config_name: str) -> Callable[[Task], Callable[[], Any]]:
         def main() -> Any:
             nonlocal started, user_full_error
             started, user_full_error = False, os.environ.get(_FULL_ERROR)
+            if {"--help", "-h"} & set(sys.argv[1:]) and "--resolve" not in sys.argv:
+                return print_help(config_name)
             if full_error_requested():
                 return hydra_main()
             # Hydra prints its own errors as tracebacks unless HYDRA_FULL_ERROR=1, which makes it re-raise them
@@ -128,6 +130,18 @@ def hydra_entry(config_name: str) -> Callable[[Task], Callable[[], Any]]:
         return main
 
     return decorate
+
+
+def print_help(config_name: str) -> None:
+    from clipad.cli.help_text import help_text
+
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    try:
+        print(help_text(config_name, overrides))
+    except HydraException as error:
+        if full_error_requested():
+            raise
+        exit_with_message(hydra_message(error, config_name))
 
 
 def hydra_message(error: HydraException, config_name: str) -> str:
