@@ -1,5 +1,5 @@
 """python train.py [overrides]: see clipad.cli.train (README for examples)."""
-from clipad.cli.train import main
+from clipad.cli.entry_points import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

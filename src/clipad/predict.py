@@ -1,5 +1,5 @@
 """`python -m clipad.predict`: see clipad.cli.predict."""
-from clipad.cli.predict import main
+from clipad.cli.entry_points import predict_main
 
 if __name__ == "__main__":
-    main()
+    predict_main()

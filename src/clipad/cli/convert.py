@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from clipad.cli.hydra_setup import compose_config
+from clipad.cli.hydra_setup import compose_config, reporting_errors
 from clipad.models.registry import build_module_structure
 
 PAPER_BACKBONE = "backbone=vit_l14_336"
@@ -59,6 +59,7 @@ def convert(method: str, source: Path, target: Path, overrides: list[str]) -> Pa
     return target
 
 
+@reporting_errors("train")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clipad.convert", description=__doc__.split("\n")[0])
     parser.add_argument("method", choices=["adaclip", "adaptclip"])

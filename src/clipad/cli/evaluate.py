@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from clipad.cli.checkpoint import module_from_checkpoint
-from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
@@ -43,7 +43,3 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | Non
         datamodule.bad_inputs.finish()  # the run's last line: counts of every fallback
     return sweep_value(results)
 
-
-@hydra_entry("eval")
-def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from clipad.cli.hydra_setup import compose_config
+from clipad.cli.hydra_setup import compose_config, reporting_errors
 from clipad.cli.predict import attach_normal_prompts, load_module, model_input
 from clipad.onnx_export import compare_with_torch, export_onnx, text_depends_on_image
 
 
+@reporting_errors("export")
 def main(argv: list[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     cfg = compose_config("export", overrides)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clipad.cli.checkpoint import module_from_checkpoint
-from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.predict_inputs import (
     FolderPrompts,
     ImageFileDataset,
@@ -31,6 +31,7 @@ from clipad.cli.predict_outputs import OutputOptions, PredictionWriter, saved_ma
 from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
+from clipad.errors import ConfigError
 from clipad.models.base import AnomalyModule
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def attach_normal_prompts(module: AnomalyModule, cfg: DictConfig, transform: Sam
     few_shot = hasattr(module, "prompt_source")
     if cfg.get("shots_dir"):
         if not few_shot:
-            raise ValueError(
+            raise ConfigError(
                 f"shots_dir is for few-shot models (model=adaptclip); model={module.cfg.model.name} takes no "
                 "normal prompt images: leave shots_dir out"
             )
@@ -165,7 +166,3 @@ def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
         print("random backbone: these scores say nothing about the method")
     summary.bad_inputs.finish()
 
-
-@hydra_entry("predict")
-def main(cfg: DictConfig) -> None:
-    predict(cfg)

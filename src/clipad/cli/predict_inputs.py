@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from clipad.data.image_io import IMAGE_SUFFIXES, read_rgb
 from clipad.data.transforms import SampleTransform
+from clipad.errors import ConfigError, PathNotFoundError
 
 log = logging.getLogger(__name__)
 PREVIEW_SIZE = 320  # longest side of the image shown in a figure (a figure panel is about 270 px wide)
@@ -69,7 +70,7 @@ def list_input_images(spec: str, exclude: Path | None = None) -> InputListing:
         candidates = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         root = _common_folder(candidates)
     else:
-        raise FileNotFoundError(f"input={spec}: no such file or folder (give an image, a folder or a glob pattern)")
+        raise PathNotFoundError(f"input={spec}: no such file or folder (give an image, a folder or a glob pattern)")
     excluded = exclude.resolve() if exclude is not None else None
     found = [
         p for p in candidates
@@ -80,7 +81,7 @@ def list_input_images(spec: str, exclude: Path | None = None) -> InputListing:
     paths = [p for p in found if reasons[p] is None]
     if not paths:
         masks = f" ({len(found)} files of mask folders left out)" if found else ""
-        raise FileNotFoundError(f"input={spec}: no image files (suffixes {', '.join(IMAGE_SUFFIXES)}) found{masks}")
+        raise PathNotFoundError(f"input={spec}: no image files (suffixes {', '.join(IMAGE_SUFFIXES)}) found{masks}")
     return InputListing(root=root, paths=paths, skipped=[(p, r) for p, r in reasons.items() if r is not None])
 
 
@@ -163,9 +164,9 @@ class FolderPrompts:
             except (OSError, ValueError) as error:
                 log.warning("shots_dir: skipped unreadable %s (%s)", path, getattr(error, "reason", error))
         if not images:
-            raise FileNotFoundError(f"shots_dir={folder}: no readable normal images")
+            raise PathNotFoundError(f"shots_dir={folder}: no readable normal images")
         if shots is not None and len(images) < shots:
-            raise ValueError(f"shots={shots} but shots_dir={folder} holds only {len(images)} readable images")
+            raise ConfigError(f"shots={shots} but shots_dir={folder} holds only {len(images)} readable images")
         self.images = torch.stack(images)
 
     @property

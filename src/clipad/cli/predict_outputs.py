@@ -26,7 +26,7 @@ from PIL import Image
 
 from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
 from clipad.data.image_io import read_rgb
-from clipad.errors import ClipadError
+from clipad.errors import ClipadError, ConfigError
 from clipad.report.heatmaps import SCALINGS, save_prediction_figure
 
 # save_maps values -> the maps written. smoothed: the map scored, figured and thresholded (gaussian-smoothed),
@@ -60,9 +60,9 @@ class OutputOptions:
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling={self.scaling!r}: choose one of {', '.join(SCALINGS)}")
+            raise ConfigError(f"scaling={self.scaling!r}: choose one of {', '.join(SCALINGS)}")
         if self.save_masks and self.pixel_threshold is None:
-            raise ValueError("save_masks=true needs a threshold: set pixel_threshold=... (or threshold=...)")
+            raise ConfigError("save_masks=true needs a threshold: set pixel_threshold=... (or threshold=...)")
 
 
 def resized_map(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

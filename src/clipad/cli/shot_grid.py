@@ -8,13 +8,17 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import lightning as L
 from omegaconf import DictConfig, ListConfig, open_dict
 
-from clipad.metrics.results import METRIC_NAMES, ResultsTable, format_mean_std, format_percent
-from clipad.report.image_scores import ImageScore
+from clipad.errors import ConfigError
+
+if TYPE_CHECKING:  # the config checks call shot_grid before torch and lightning are imported
+    import lightning as L
+
+    from clipad.metrics.results import ResultsTable
+    from clipad.report.image_scores import ImageScore
 
 
 class GridPoint(NamedTuple):
@@ -30,9 +34,11 @@ def shot_grid(cfg: DictConfig) -> list[tuple[int, int]]:
     """(shots, prompt seed) pairs to test; zero-shot needs no prompt draw, so it is tested once."""
     shots = list(cfg.shots) if isinstance(cfg.shots, (list, ListConfig)) else [cfg.shots]
     seeds = list(cfg.get("few_shot_seeds") or [cfg.few_shot_seed])
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in [*shots, *seeds]):
+        raise ConfigError(f"shots={cfg.shots} few_shot_seeds={seeds}: shot counts and seeds must be integers")
     grid = [(int(k), int(seed)) for k in shots for seed in (seeds if int(k) > 0 else seeds[:1])]
     if any(k < 0 for k, _ in grid):
-        raise ValueError(f"shots={cfg.shots}: every value must be 0 (zero-shot) or a positive number of images")
+        raise ConfigError(f"shots={cfg.shots}: every value must be 0 (zero-shot) or a positive number of images")
     return grid
 
 
@@ -44,7 +50,7 @@ def use_first_point(cfg: DictConfig, grid: list[tuple[int, int]]) -> None:
 
 def check_model_supports(module: L.LightningModule, grid: list[tuple[int, int]]) -> None:
     if any(k > 0 for k, _ in grid) and not hasattr(module, "shots"):
-        raise ValueError(f"model {module.cfg.model.name} is zero-shot only: use shots=0 (few-shot: model=adaptclip)")
+        raise ConfigError(f"model {module.cfg.model.name} is zero-shot only: use shots=0 (few-shot: model=adaptclip)")
 
 
 def set_point(module: L.LightningModule, datamodule, shots: int, seed: int) -> None:
@@ -65,6 +71,8 @@ def run_grid(trainer: L.Trainer, module, datamodule, grid: list[tuple[int, int]]
 
 def write_grid(results: list[GridPoint], output_dir: Path) -> str:
     """Per point: results_shots{k}_seed{s}.csv; returns (and writes) the mean ± std summary table."""
+    from clipad.metrics.results import METRIC_NAMES, format_mean_std, format_percent  # clipad.metrics loads torch
+
     for point in results:
         point.table.to_csv(output_dir / f"results_shots{point.shots}_seed{point.seed}.csv")
     lines = ["| shots | draws | " + " | ".join(METRIC_NAMES) + " |", "|---|---|" + "---:|" * len(METRIC_NAMES)]

@@ -9,7 +9,7 @@ import sys
 
 from torch import nn
 
-from clipad.cli.hydra_setup import compose_config
+from clipad.cli.hydra_setup import compose_config, reporting_errors
 from clipad.models.registry import build_module_structure
 
 
@@ -42,6 +42,7 @@ def summary_lines(model: nn.Module) -> list[str]:
     return lines
 
 
+@reporting_errors("train")
 def main(argv: list[str] | None = None) -> None:
     cfg = compose_config("train", list(sys.argv[1:] if argv is None else argv))
     model = build_module_structure(cfg)

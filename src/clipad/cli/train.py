@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -14,12 +13,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from clipad.cli.hydra_setup import command_line_overrides, hydra_entry
+from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.interruption import SIGTERM_EXIT_CODE, report_interruption
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
 from clipad.data.datamodule import AnomalyDataModule
+from clipad.errors import PathNotFoundError
 from clipad.models.registry import build_module
 from clipad.report.console import print_trained_vs_untrained
 from clipad.tracking import build_loggers, finish_loggers
@@ -60,14 +60,14 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     if cfg.ckpt_path == "last":
         path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise PathNotFoundError(
                 f"ckpt_path=last: no {path}. Resume in the interrupted run's directory: "
                 "hydra.run.dir=<that run dir> ckpt_path=last, or give ckpt_path=<run dir>/checkpoints/last.ckpt"
             )
         return str(path)
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist")
+        raise PathNotFoundError(f"ckpt_path={path} does not exist: give a checkpoint file, or ckpt_path=last")
     return str(path)
 
 
@@ -145,8 +145,3 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.bad_inputs.finish()  # the run's last line: counts of every fallback
     return sweep_value(results)
 
-
-@hydra_entry("train")
-def main(cfg: DictConfig) -> float | None:
-    torch.set_float32_matmul_precision("high")
-    return train(cfg)

@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clipad.config_dir import conf_dir
-from clipad.errors import ClipadError
+from clipad.errors import ClipadError, ConfigError
 
 
 class DatasetError(ClipadError, RuntimeError):
@@ -32,7 +32,7 @@ def load_dataset_config(name: str) -> DictConfig:
 def _compose(name: str, seen: tuple[str, ...]) -> DictConfig:
     path = conf_dir() / "data" / f"{name}.yaml"
     if not path.is_file():
-        raise KeyError(
+        raise ConfigError(
             f"unknown dataset {name!r}: no {path}. Known datasets: {', '.join(dataset_names())}. "
             "Custom data: data=folder data.root=DIR, or data=meta data.meta_path=FILE."
         )
@@ -61,18 +61,18 @@ def dataset_root(data_cfg: DictConfig, data_dir: str | Path | None) -> Path:
     if layout == "meta":
         meta_path = data_cfg.get("meta_path")
         if not meta_path:
-            raise ValueError("data=meta needs the meta file: data.meta_path=/path/to/meta.json")
+            raise ConfigError("data=meta needs the meta file: data.meta_path=/path/to/meta.json")
         meta = Path(str(meta_path)).expanduser()
         return meta if meta.is_dir() else meta.parent
     root = data_cfg.get("root")
     if root:
         return Path(str(root)).expanduser()
     if layout == "folder":
-        raise ValueError(
+        raise ConfigError(
             "data=folder needs the folder: data.root=DIR with DIR/normal/, DIR/abnormal/ and optional DIR/masks/"
         )
     if data_dir is None:
-        raise ValueError(f"no data directory for dataset {data_cfg.get('name')!r}: set paths.data_dir")
+        raise ConfigError(f"no data directory for dataset {data_cfg.get('name')!r}: set paths.data_dir")
     return Path(str(data_dir)).expanduser() / str(data_cfg.get("dirname", data_cfg.get("name")))
 
 
@@ -89,7 +89,7 @@ def prompt_name(data_cfg: DictConfig, cls_name: str) -> str:
     if mode == "readable":
         readable = data_cfg.get("readable_names") or {}
         return str(readable.get(cls_name, cls_name.replace("_", " ").replace("-", " ")))
-    raise ValueError(f"data.class_names must be faithful or readable, got {mode!r}")
+    raise ConfigError(f"data.class_names must be faithful or readable, got {mode!r}")
 
 
 def layout_help(data_cfg: DictConfig) -> str:

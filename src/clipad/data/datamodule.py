@@ -104,9 +104,9 @@ class AnomalyDataModule(L.LightningDataModule):
     def from_config(cls, cfg: DictConfig) -> AnomalyDataModule:
         """Build from the whole composed config. Keys read:
 
-        data.{name, test, train, val, train_split, allow_overlap, batch_size, eval_batch_size, num_workers, augment}
-        and the run options data.{class_names, skip_bad, missing_mask, empty_mask, large_mask, check_files} (applied
-        to every dataset of the run);
+        data.{name, test, train, val, train_classes, train_split, allow_overlap, batch_size, eval_batch_size,
+        num_workers, augment} and the run options data.{class_names, skip_bad, missing_mask, empty_mask, large_mask,
+        check_files} (applied to every dataset of the run);
         model.{aux_data.default, aux_data.by_target, mosaic_p, mosaic_datasets, pair_normal} (optional);
         paths.{data_dir, output_dir}; backbone.{image_size, mean, std}; shots; few_shot_seed.
         Each other dataset's node is conf/data/<name>.yaml (clipad.data.catalog); the target's is cfg.data,
@@ -118,7 +118,7 @@ class AnomalyDataModule(L.LightningDataModule):
         data_dir = None if data_dir is None else Path(str(data_dir)).expanduser()
 
         def source(name: str) -> DatasetSource:
-            node = data if name == target else _with_run_options(load_dataset_config(name), data)
+            node = data if name == target else _with_run_options(load_dataset_config(name), data, name)
             return DatasetSource(name, node, dataset_root(node, data_dir))
 
         test_names = _names(data.get("test")) or [target]
@@ -444,9 +444,15 @@ def _aux_rule(cfg: DictConfig, target: str) -> DictConfig:
     return by_target.get(target) or aux.get("default") or OmegaConf.create({})
 
 
-def _with_run_options(node: DictConfig, data: DictConfig) -> DictConfig:
+def _with_run_options(node: DictConfig, data: DictConfig, name: str) -> DictConfig:
+    """A training/validation dataset's node with the run options and its data.train_classes entry."""
     overrides = {key: data.get(key) for key in RUN_OPTIONS if key in data}
-    return OmegaConf.merge(node, overrides) if overrides else node
+    chosen = (data.get("train_classes") or {}).get(name)
+    if chosen is not None:
+        overrides["classes"] = chosen
+    # classes_option: the key the error messages of clipad.data.scanners.selection tell the user to set.
+    overrides["classes_option"] = "data.train_classes"
+    return OmegaConf.merge(node, overrides)
 
 
 def _output_dir(cfg: DictConfig) -> Path | None:

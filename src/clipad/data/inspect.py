@@ -4,20 +4,18 @@ One row per class and split: normal images, anomalous images, masks found, unpai
 image, images without their label or mask). Then (decode=true, the default) every image and mask is decoded
 by the pre-flight check (clipad.data.input_check, worker processes) and each class's problems are listed:
 unreadable files, image/mask size mismatches, empty masks of anomalous images, masks over half their image.
-Exit status 1 with the reason when the root cannot be used as configured (missing root, no images, unknown or
+Exit status 2 with the reason when the root cannot be used as configured (missing root, no images, unknown or
 empty class, anomalous images without masks when data.missing_mask=error, unreadable files unless
 data.skip_bad=true, empty or large masks when data.empty_mask / data.large_mask = error).
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clipad.config_dir import CONF_DIR
+from clipad.cli.hydra_setup import hydra_entry
 from clipad.data.bad_inputs import KINDS
 from clipad.data.catalog import dataset_root
 from clipad.data.input_check import InputReport, check_rows, enforce_policies
@@ -29,7 +27,6 @@ from clipad.data.scanners.selection import (
     run_classes,
     select_rows,
 )
-from clipad.errors import ClipadError
 
 COLUMNS = ("class", "split", "normal", "anomalous", "masks", "unpaired")
 
@@ -66,7 +63,7 @@ def format_table(table: list[tuple]) -> str:
 def inspect_dataset(cfg: DictConfig, emit: Callable[[str], None] = print) -> int:
     """Emit the report for cfg.data at its root and return its number of test samples.
 
-    Raises DatasetError or ImageReadError (ValueError for a bad option) when the root cannot be used; the
+    Raises DatasetError or ImageReadError (ConfigError for a bad option) when the root cannot be used; the
     counts and the decoding findings are emitted first whenever the root could be scanned.
     """
     data = cfg.data
@@ -134,13 +131,9 @@ def _counts(report: InputReport) -> dict[str, str]:
     return {kind: f"{len(report.of_kind(kind))} {labels[kind]}" for kind in labels if report.of_kind(kind)}
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="inspect")
+@hydra_entry("inspect")
 def main(cfg: DictConfig) -> None:
-    try:
-        inspect_dataset(cfg)
-    except (ClipadError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    inspect_dataset(cfg)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import importlib
 
 from omegaconf import DictConfig, open_dict
 
+from clipad.errors import ConfigError
 from clipad.models.base import AnomalyModule
 
 MODULES = {
@@ -16,7 +17,7 @@ MODULES = {
 
 def module_class(name: str) -> type[AnomalyModule]:
     if name not in MODULES:
-        raise ValueError(f"model.name={name!r} is unknown; choose one of {sorted(MODULES)}")
+        raise ConfigError(f"model.name={name!r} is unknown; choose one of {sorted(MODULES)}")
     module_path, class_name = MODULES[name].split(":")
     return getattr(importlib.import_module(module_path), class_name)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from clipad.data.catalog import DatasetError, layout_help
+from clipad.errors import ConfigError
 
 if TYPE_CHECKING:  # clipad.data.batch imports torch: keep scanning (and inspect) light
     from clipad.data.batch import SampleRow
@@ -24,13 +25,15 @@ def found_classes(rows: Sequence[SampleRow]) -> list[str]:
 def run_classes(cfg: DictConfig, rows: Sequence[SampleRow], root: Path) -> list[str]:
     """The classes a run uses: data.classes, else the config's all_classes, else (folder/meta) those found.
 
-    Raises DatasetError for a class in data.classes the dataset does not have, or a class the run needs
-    that has no image under root.
+    Raises DatasetError for a requested class the dataset does not have, or a class the run needs that has
+    no image under root. The messages name the key that restricts this dataset: cfg.classes_option
+    (data.train_classes for training and validation datasets), else data.classes (the target's).
     """
     found = found_classes(rows)
     known = [str(c) for c in cfg.get("all_classes") or []] or found
     requested = [str(c) for c in cfg.get("classes") or []]
     name = cfg.get("name")
+    option = str(cfg.get("classes_option") or "data.classes")
     unknown = [c for c in requested if c not in known]
     empty_folders = [str(root / c) for c in unknown if not cfg.get("all_classes") and (root / c).is_dir()]
     if empty_folders:  # folder/meta layouts: the classes are the folders found with images
@@ -41,7 +44,7 @@ def run_classes(cfg: DictConfig, rows: Sequence[SampleRow], root: Path) -> list[
         )
     if unknown:
         raise DatasetError(
-            f"unknown class(es) {unknown} in data.classes for dataset {name!r}; its classes: {known} (found under "
+            f"unknown class(es) {unknown} in {option} for dataset {name!r}; its classes: {known} (found under "
             f"{root}: {found}).\n{layout_help(cfg)}"
         )
     classes = requested or known
@@ -49,9 +52,18 @@ def run_classes(cfg: DictConfig, rows: Sequence[SampleRow], root: Path) -> list[
     if absent:
         raise DatasetError(
             f"class(es) {absent} of dataset {name!r} have no images under {root}; classes found there: {found}. "
-            f"Complete the download, or restrict the run with data.classes=[{','.join(found)}].\n{layout_help(cfg)}"
+            f"Complete the download, or restrict the run with {restriction(option, str(name), found)}."
+            f"\n{layout_help(cfg)}"
         )
     return classes
+
+
+def restriction(option: str, dataset: str, classes: list[str]) -> str:
+    """The command-line override that restricts `dataset` to `classes` through `option`."""
+    listed = ",".join(classes)
+    if option == "data.train_classes":
+        return f"'data.train_classes={{{dataset}: [{listed}]}}'"
+    return f"{option}=[{listed}]"
 
 
 def select_rows(cfg: DictConfig, rows: Sequence[SampleRow], split: str, root: Path) -> list[SampleRow]:
@@ -81,7 +93,7 @@ def has_pixel_labels(cfg: DictConfig, rows: Sequence[SampleRow]) -> bool:
 def check_missing_masks(rows: Sequence[SampleRow], *, dataset: str, pixel_labels: bool, policy: str) -> None:
     """Anomalous images without a mask in a dataset with masks: an error, or (image_only) image metrics only."""
     if policy not in MISSING_MASK_POLICIES:
-        raise ValueError(f"data.missing_mask must be one of {MISSING_MASK_POLICIES}, got {policy!r}")
+        raise ConfigError(f"data.missing_mask must be one of {MISSING_MASK_POLICIES}, got {policy!r}")
     lacking = [r["img_path"] for r in rows if pixel_labels and r["label"] == 1 and not r["mask_path"]]
     if lacking and policy == "error":
         raise DatasetError(
