@@ -96,7 +96,7 @@ def test_case16_one_message_exit_2_traceback_only_with_hydra_full_error(tmp_path
     assert_config_error(result, "backbone=vit_xl", "vit_l14_336")
     assert len(result.stderr.strip().splitlines()) <= 2
     result = run("clipad.data.inspect", "data=mvtecc", cwd=tmp_path)
-    assert_config_error(result, "data=mvtecc", "Did you mean mvtec?")
+    assert_config_error(result, "data=mvtecc", "Did you mean mvtec")
 
 
 @pytest.mark.parametrize("args", [["+model.lrr=1"], ["modle=clip"], ["model=adaptclip", "prompt=static"],
