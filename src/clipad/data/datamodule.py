@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 
 from clipad.data.batch import SampleRow
-from clipad.data.catalog import dataset_root, load_dataset_config, prompt_name
+from clipad.data.catalog import DatasetError, dataset_root, load_dataset_config, prompt_name
 from clipad.data.dataset import AnomalyDataset, collate_batch, drop_unreadable, sample_id
 from clipad.data.few_shot import draw_prompts, prompt_pool, write_prompt_record
 from clipad.data.scanners import GENERATED_LAYOUTS, scan
@@ -204,6 +204,19 @@ class AnomalyDataModule(L.LightningDataModule):
         if self.test_set is None:
             self.setup("test")
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def normal_loader(self, dataset: str, split: str = "train") -> DataLoader:
+        """The normal images of one dataset's `split` (e.g. its train/good), evaluation transform, in order."""
+        source = self._sources[dataset]
+        rows = [r for r in select_rows(source.cfg, self.table(dataset), split, source.root) if r["label"] == 0]
+        if not rows:
+            raise DatasetError(f"dataset {dataset!r} has no normal images in its {split!r} split under {source.root}")
+        normals = AnomalyDataset(
+            rows, dataset=dataset, transform=self.eval_transform,
+            prompt_names={c: prompt_name(source.cfg, c) for c in dict.fromkeys(r["cls_name"] for r in rows)},
+            pixel_labels=False, mask_rule=str(source.cfg.get("mask_rule", "auto")),
+        )
+        return self._loader(normals, self.eval_batch_size, shuffle=False)
 
     # -- few-shot ---------------------------------------------------------------------------------------
     def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
