@@ -50,6 +50,8 @@ class AnomalyModule(L.LightningModule):
         self.backbone = backbone_from_config(self.cfg, device=device)
         self.smoothing_sigma = float(self.cfg.model.get("smoothing_sigma", 4.0)) * self.backbone.image_size / REFERENCE_SIZE
         self.stage_results: dict[str, Any] = {}
+        # calibrated thresholds (clipad.calibration.thresholds): the test table gets a decisions section
+        self.decision_thresholds = None
 
     # ---------------------------------------------------------------- model interface
     def forward(self, batch: Batch) -> AnomalyOutput:  # pragma: no cover - abstract
@@ -89,7 +91,8 @@ class AnomalyModule(L.LightningModule):
         from clipad.metrics.evaluator import AnomalyMetrics
 
         datamodule = self.trainer.datamodule
-        setattr(self, f"{stage}_metrics", AnomalyMetrics(domains=datamodule.domains).to(self.device))
+        thresholds = self.decision_thresholds if stage == "test" else None
+        setattr(self, f"{stage}_metrics", AnomalyMetrics(domains=datamodule.domains, thresholds=thresholds).to(self.device))
 
     def _evaluate_step(self, stage: str, batch: Batch) -> AnomalyOutput:
         output = self(batch)
