@@ -210,3 +210,15 @@ def test_fixed_rule_and_option_errors(tmp_path):
     with pytest.raises(ClipadError, match="either threshold=... or thresholds=FILE"):
         predict(compose_config("predict", [f"ckpt_path={ckpt}", f"input={tmp_path}", "threshold=0.5",
                                            f"thresholds={tmp_path / 'fixed.yaml'}"]), overrides=[])
+
+
+def test_few_shot_calibration_leaves_out_the_prompt_images(tmp_path, synthetic_data_dir):
+    ckpt = tiny_checkpoint(tmp_path, "adaptclip")
+    thresholds = calibrate(compose_config("calibrate", [
+        f"ckpt_path={ckpt}", f"paths.data_dir={synthetic_data_dir}", *SMALL, "data.classes=[retina]", "shots=2",
+        "bootstrap_draws=0", f"paths.output_dir={tmp_path}"]), overrides=[])
+    assert thresholds.classes["synthetic_medical"]["retina"].images == 12 - 2
+    assert "without the 2 prompt images per class" in thresholds.source
+    with pytest.raises(ClipadError, match="scores its own prompt"):
+        calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", f"paths.data_dir={synthetic_data_dir}", *SMALL,
+                                               "source=shots", "shots=2", f"paths.output_dir={tmp_path}"]), overrides=[])

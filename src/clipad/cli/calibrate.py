@@ -32,9 +32,13 @@ log = logging.getLogger(__name__)
 SOURCES = ("train", "shots")
 
 
-def _train_normals(datamodule: AnomalyDataModule) -> Iterator[Batch]:
+def _train_normals(datamodule: AnomalyDataModule, without_prompts: bool) -> Iterator[Batch]:
+    """Each target's train/good images; a few-shot model's own prompt images are left out (it would score
+    them as perfect matches, pulling the thresholds down)."""
     for dataset in datamodule.test_datasets:
-        yield from datamodule.normal_loader(dataset, "train")
+        prompts = {sample for cls_name in datamodule.classes(dataset)
+                   for sample in datamodule.prompt_sample_ids(dataset, cls_name)} if without_prompts else set()
+        yield from datamodule.normal_loader(dataset, "train", exclude=prompts)
 
 
 def _shot_normals(datamodule: AnomalyDataModule, device: str) -> Iterator[Batch]:
@@ -97,7 +101,9 @@ def _calibration_batches(cfg: DictConfig, module: AnomalyModule, device: str) ->
                 "normals_dir=FOLDER of other good parts"
             )
         return _shot_normals(datamodule, device), f"{cfg.shots}-shot normals of {targets}", True
-    return _train_normals(datamodule), f"train/good of {targets}", True
+    without_prompts = few_shot and int(cfg.shots) > 0
+    note = f" without the {cfg.shots} prompt images per class" if without_prompts else ""
+    return _train_normals(datamodule, without_prompts), f"train/good of {targets}{note}", True
 
 
 def print_thresholds(thresholds: DecisionThresholds) -> None:
