@@ -205,6 +205,8 @@ def test_fixed_rule_and_option_errors(tmp_path):
     assert read_thresholds(tmp_path / "fixed.yaml").fallback == ClassThreshold(0.4, 0.6) == written.fallback
     with pytest.raises(ClipadError, match="rule=fixed needs value"):
         calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", "rule=fixed"]), overrides=[])
+    with pytest.raises(ClipadError, match=r"q=1.5: the normal quantile must lie in \(0, 1\]"):
+        calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", "q=1.5"]), overrides=[])
     with pytest.raises(ClipadError, match="rule=median"):
         calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", "rule=median"]), overrides=[])
     with pytest.raises(ClipadError, match="either threshold=... or thresholds=FILE"):

@@ -69,6 +69,8 @@ def _check_options(cfg: DictConfig) -> None:
         raise ClipadError(f"rule={cfg.rule}: choose one of {', '.join(RULES)}")
     if cfg.rule == "fixed" and cfg.value is None:
         raise ClipadError("rule=fixed needs value=... (the image threshold; pixel_value=... for the maps)")
+    if cfg.rule == "normal_quantile" and not (cfg.q is not None and 0 < float(cfg.q) <= 1):
+        raise ClipadError(f"q={cfg.q}: the normal quantile must lie in (0, 1], e.g. q=0.99 (at most 1 % false rejects)")
     if cfg.rule == "normal_quantile" and not cfg.normals_dir and cfg.source not in SOURCES:
         raise ClipadError(f"source={cfg.source}: choose one of {', '.join(SOURCES)}, or give normals_dir=FOLDER")
     if cfg.rule == "normal_quantile" and cfg.source == "shots" and not cfg.normals_dir and int(cfg.shots) < 1:
