@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from clipad.calibration.thresholds import ClassThreshold, DecisionThresholds
 from clipad.metrics import (
     METRIC_NAMES,
     AnomalyMetrics,
@@ -27,6 +28,15 @@ from clipad.metrics import (
 
 DOMAINS = {"ind": "industrial", "scan": "medical", "polyp": "medical"}
 SIZE = 20
+
+
+def make_thresholds() -> DecisionThresholds:
+    """Class thresholds for ind/c1 and scan/brain; every other class uses the global ones."""
+    return DecisionThresholds(
+        "fixed",
+        ClassThreshold(0.6, 0.5503),  # pixel thresholds between two levels: "value >= t" is unambiguous
+        {"ind": {"c1": ClassThreshold(0.7, 0.8003)}, "scan": {"brain": ClassThreshold(0.5, None)}},
+    )
 
 
 def make_batches(seed: int = 0) -> list[dict]:
@@ -109,6 +119,39 @@ def test_groups_match_functional_metrics_on_stored_maps():
             assert row["image_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
 
 
+def test_inspection_and_decision_sections_match_the_functions():
+    from clipad.metrics.at_threshold import image_decision_metrics, overkill_at_escape
+
+    batches = make_batches()
+    table = evaluate(batches, thresholds=make_thresholds())
+    assert set(table.sections) == {"inspection", "decisions"}
+    inspection, decisions = table.sections["inspection"], table.sections["decisions"]
+    assert "decisions" not in evaluate(batches).sections
+    for dataset, cls, image_t, pixel_t in [("ind", "c1", 0.7, 0.8003), ("ind", "c2", 0.6, 0.5503),
+                                           ("scan", "brain", 0.5, None), ("polyp", "colon", 0.6, 0.5503)]:
+        picked = [
+            (b, i) for b in batches for i in range(len(b["score"])) if (b["dataset"][i], b["cls_name"][i]) == (dataset, cls)
+        ]
+        scores = np.array([float(b["score"][i]) for b, i in picked])
+        labels = np.array([int(b["label"][i]) for b, i in picked])
+        row = class_row(decisions, dataset, cls)
+        for name, value in image_decision_metrics(scores, labels, image_t).items():
+            assert same_rows([{name: row[name]}], [{name: value}]), (dataset, cls, name)
+        overkill = class_row(inspection, dataset, cls)
+        for e in (2, 5, 10):
+            assert same_rows([{"v": overkill[f"image_overkill@{e}"]}], [{"v": overkill_at_escape(scores, labels, e)}])
+        if pixel_t is None:
+            assert math.isnan(row["pixel_f1"]) and math.isnan(row["pixel_iou"])
+            continue
+        # literal: every stored map value against the threshold
+        maps = dequantize_levels(np.stack([quantize_maps(b["anomaly_map"][i]) for b, i in picked]))
+        masks = np.stack([b["mask"][i].numpy() > 0.5 for b, i in picked])
+        fail = maps >= pixel_t
+        tp, fp, fn = int((fail & masks).sum()), int((fail & ~masks).sum()), int((~fail & masks).sum())
+        assert row["pixel_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-15)
+        assert row["pixel_iou"] == pytest.approx(tp / (tp + fp + fn), abs=1e-15)
+
+
 def test_missing_values_warn_only_for_one_class_groups():
     metrics = AnomalyMetrics(DOMAINS)
     for batch in make_batches():
@@ -169,11 +212,13 @@ def test_sample_order_does_not_change_any_bit():
     batches = make_batches()
     flat = [{k: v[i : i + 1] for k, v in b.items()} for b in batches for i in range(len(b["score"]))]
     shuffled = [flat[i] for i in np.random.default_rng(0).permutation(len(flat))]
-    assert same_rows(evaluate(shuffled).rows, evaluate(batches).rows)
+    thresholds = make_thresholds()
+    assert same_rows(all_rows(evaluate(shuffled, thresholds=thresholds)), all_rows(evaluate(batches, thresholds=thresholds)))
 
 
 def test_state_is_compact():
-    """Maps are reduced to a histogram per class plus 8 bytes per anomalous pixel."""
+    """Maps are reduced to two histograms per class (all pixels; normal images' pixels, AUPIMO's FPR)
+    plus 8 bytes per anomalous pixel."""
     metrics = AnomalyMetrics({"big": "industrial"})
     maps = torch.rand(16, 256, 256)
     masks = torch.zeros(16, 256, 256, dtype=torch.bool)
@@ -190,7 +235,7 @@ def test_state_is_compact():
             ["a"] * 8,
         )
     state_bytes = metrics.state_nbytes()
-    assert state_bytes < 65536 * 8 + 8 * int(masks.sum()) + 4096
+    assert state_bytes < 2 * 65536 * 8 + 8 * int(masks.sum()) + 4096
     assert state_bytes < maps.numel() * maps.element_size() / 3
 
 
@@ -227,15 +272,20 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         # rank 1 sees no mask at all: its pixel states are empty and must still gather
         "no_masks_on_rank_1": pixel_level if rank == 0 else image_level,
     }
-    results = {name: evaluate(part).rows for name, part in splits.items()}
+    results = {name: all_rows(evaluate(part, thresholds=make_thresholds())) for name, part in splits.items()}
     with open(f"{out_file}.{rank}", "wb") as f:
         pickle.dump(results, f)
     dist.destroy_process_group()
 
 
+def all_rows(table: ResultsTable) -> list[dict]:
+    """The rows of the table and of its sections (inspection: Overkill, AUPIMO; decisions)."""
+    return table.rows + [row for section in table.sections.values() for row in section.rows]
+
+
 def test_two_process_gloo_run_equals_single_process(tmp_path):
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path / "rows")), nprocs=2, join=True)
-    single = evaluate(make_batches()).rows
+    single = all_rows(evaluate(make_batches(), thresholds=make_thresholds()))
     for rank in (0, 1):
         with open(tmp_path / f"rows.{rank}", "rb") as f:
             results = pickle.load(f)

@@ -43,12 +43,16 @@ def build_loggers(cfg: DictConfig, group: str | None = None) -> list[Logger]:
 
 
 def log_results(loggers: list[Logger], results, prefix: str = "test") -> None:
-    """The per-class table as a W&B Table and the dataset/domain means as run summary metrics."""
+    """The per-class table (and each section: inspection, decisions) as W&B Tables and the dataset/domain
+    means as run summary metrics."""
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
         columns, data = results.wandb_table_data()
         logger.log_table(key=f"{prefix}/results", columns=columns, data=data)
+        for name, section in results.sections.items():
+            columns, data = section.wandb_table_data()
+            logger.log_table(key=f"{prefix}/results_{name}", columns=columns, data=data)
         logger.experiment.summary.update(results.summary(prefix=prefix))
 
 

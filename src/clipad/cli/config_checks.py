@@ -26,7 +26,7 @@ from clipad.errors import ConfigError, PathNotFoundError
 POSITIVE_INTEGERS = ("model.batch_size", "data.batch_size", "data.eval_batch_size", "batch_size")
 NON_NEGATIVE_INTEGERS = ("data.num_workers", "num_workers", "model.max_epochs")
 # Configs whose ckpt_path names a model to load (train's ckpt_path resumes and may be `last`).
-LOADS_CHECKPOINT = ("eval", "predict", "export")
+LOADS_CHECKPOINT = ("eval", "predict", "export", "calibrate")
 WRITES_NOTHING = ("inspect",)
 _ABSENT = object()
 

@@ -1,4 +1,5 @@
-"""The Hydra mains of train.py, evaluate.py and `python -m clipad.predict`, light to import.
+"""The Hydra mains of train.py, evaluate.py, `python -m clipad.predict` and `python -m clipad.calibrate`, light to
+import.
 
 Each composes and checks its config (clipad.cli.hydra_setup) before it imports torch, lightning and the
 models: a config mistake is reported in about a second, not after the ~7 s those imports take.
@@ -35,3 +36,10 @@ def predict_main(cfg: DictConfig) -> Any:
     from clipad.cli.predict import predict
 
     predict(cfg)
+
+
+@hydra_entry("calibrate")
+def calibrate_main(cfg: DictConfig) -> None:
+    from clipad.cli.calibrate import calibrate
+
+    calibrate(cfg)

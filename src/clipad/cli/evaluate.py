@@ -8,6 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from clipad.calibration.thresholds import read_thresholds
 from clipad.cli.checkpoint import module_from_checkpoint
 from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.results_output import report_results, sweep_value
@@ -23,8 +24,14 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> float | None:
     grid = shot_grid(cfg)
     use_first_point(cfg, grid)
+    thresholds = read_thresholds(cfg.thresholds) if cfg.get("thresholds") else None  # a bad file fails first
     module = module_from_checkpoint(cfg.ckpt_path, cfg, command_line_overrides() if overrides is None else overrides)
     check_model_supports(module, grid)
+    module.decision_thresholds = thresholds
+    if thresholds is not None and thresholds.random_backbone != module.backbone.is_random:
+        log.warning("thresholds=%s were calibrated with a %s backbone, this model's is %s", thresholds.path,
+                    "random" if thresholds.random_backbone else "pretrained",
+                    "random" if module.backbone.is_random else "pretrained")
     cfg = module.cfg
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

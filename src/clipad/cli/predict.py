@@ -1,12 +1,13 @@
 """`python -m clipad.predict ckpt_path=... input=FOLDER|GLOB|FILE`: score images with a trained model.
 
-Writes <output_dir>/scores.csv (path, score and, with a threshold, the decision), one figure per image
+Writes <output_dir>/scores.csv (path, score and, with threshold= or a thresholds file, the decision), one figure per image
 (image | anomaly map with colour bar | overlay) and optionally the raw maps (.npy) and binary masks. Images
 stream through a DataLoader in batches: any number of them, never all in memory. Unreadable files are named,
 skipped and listed in unreadable.csv; they and the files of mask folders (not scored) are counted in bad_inputs.csv.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from clipad.calibration.thresholds import GLOBAL, ClassThreshold, read_thresholds
 from clipad.cli.checkpoint import module_from_checkpoint
 from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.predict_inputs import (
@@ -31,7 +33,7 @@ from clipad.cli.predict_outputs import OutputOptions, PredictionWriter, saved_ma
 from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import Batch
 from clipad.data.transforms import SampleTransform
-from clipad.errors import ConfigError
+from clipad.errors import ClipadError, ConfigError
 from clipad.models.base import AnomalyModule
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class PredictionSummary:
     figures: list[Path]
     mask_files: list[tuple[Path, str]]  # files of mask folders not scored: (path, reason)
     bad_inputs: BadInputLog
+    fails: int | None = None  # with a thresholds file: images decided "fail"
 
 
 def resolve_device(name: str) -> str:
@@ -98,15 +101,47 @@ def batch_of(loaded: LoadedImages, class_name: str, device: str) -> Batch:
     )
 
 
-def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSummary:
-    options = OutputOptions(  # options and input are checked before the model loads: mistakes fail in a second
-        threshold=cfg.threshold,
-        pixel_threshold=cfg.pixel_threshold,
+def calibrated_threshold(cfg: DictConfig) -> tuple[ClassThreshold, str] | None:
+    """The thresholds file's entry for this run's class (threshold_class, else class_name), or its global one."""
+    if not cfg.get("thresholds"):
+        return None
+    if cfg.threshold is not None:
+        raise ClipadError("give either threshold=... or thresholds=FILE, not both")
+    thresholds = read_thresholds(cfg.thresholds)
+    name = str(cfg.get("threshold_class") or cfg.class_name)
+    chosen, key = thresholds.lookup(PREDICT_DATASET, name)
+    if key == GLOBAL:
+        chosen, key = thresholds.lookup_class(name)
+    return chosen, f"{key} ({thresholds.describe()})"
+
+
+def output_options(cfg: DictConfig) -> tuple[OutputOptions, str | None]:
+    """What to write per image, and where a calibrated threshold came from (None: none used)."""
+    calibrated = calibrated_threshold(cfg)
+    threshold, pixel_threshold = cfg.threshold, cfg.pixel_threshold
+    if calibrated is not None:
+        threshold, pixel_threshold = calibrated[0].image, calibrated[0].pixel
+        if cfg.save_masks and pixel_threshold is None:
+            raise ClipadError(f"save_masks=true: thresholds={cfg.thresholds} holds no pixel threshold for "
+                              f"{calibrated[1]}; calibrate with pixel maps or leave save_masks out")
+    options = OutputOptions(
+        threshold=threshold,
+        pixel_threshold=pixel_threshold,
         save_figures=bool(cfg.save_figures),
         save_masks=bool(cfg.save_masks),
         save_maps=saved_map_kinds(cfg.save_maps),
         scaling=cfg.scaling,
+        calibrated=calibrated is not None,
     )
+    return options, None if calibrated is None else calibrated[1]
+
+
+def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSummary:
+    # options and input are checked before the model loads: mistakes fail in a second
+    options, threshold_source = output_options(cfg)
+    if threshold_source:
+        print(f"thresholds: {threshold_source}; image {options.threshold:.6g}, pixel "
+              + ("-" if options.pixel_threshold is None else f"{options.pixel_threshold:.6g}"))
     output_dir = Path(cfg.output_dir)
     listing = list_input_images(str(cfg.input), exclude=output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +152,7 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
     module = load_module(cfg, command_line_overrides() if overrides is None else overrides, device)
     transform = model_input(module)
     attach_normal_prompts(module, cfg, transform)
+    options = dataclasses.replace(options, map_scale=module.map_upper_bound)
     random_note = "  [random backbone]" if module.backbone.is_random else ""
     writer = PredictionWriter(output_dir, listing.root, options, title_note=random_note,
                               figure_workers=int(cfg.num_workers))
@@ -144,14 +180,17 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
                 writer.draw_pending(bar)
     finally:
         writer.close()  # waits for the last figures
+    fails = writer.fails if options.calibrated else None
     summary = PredictionSummary(output_dir, writer.scores_path, writer.count, writer.unreadable, writer.figures,
-                                listing.skipped, bad_inputs)
+                                listing.skipped, bad_inputs, fails)
     print_summary(summary, random_backbone=module.backbone.is_random)
     return summary
 
 
 def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
     print(f"scored {summary.scored} images -> {summary.scores_path}")
+    if summary.fails is not None:
+        print(f"{summary.scored} images: {summary.fails} fail, {summary.scored - summary.fails} pass")
     if summary.figures:
         print(f"{len(summary.figures)} figures in {summary.output_dir / 'figures'}")
     if summary.unreadable:

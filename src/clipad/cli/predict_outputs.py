@@ -27,6 +27,7 @@ from PIL import Image
 from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
 from clipad.data.image_io import read_rgb
 from clipad.errors import ClipadError, ConfigError
+from clipad.metrics.evaluator import quantize_maps, threshold_to_level
 from clipad.report.heatmaps import SCALINGS, save_prediction_figure
 
 # save_maps values -> the maps written. smoothed: the map scored, figured and thresholded (gaussian-smoothed),
@@ -57,12 +58,23 @@ class OutputOptions:
     save_masks: bool
     save_maps: tuple[str, ...]  # "smoothed" and/or "raw" (saved_map_kinds)
     scaling: str
+    # thresholds from a calibrated file: scores.csv says pass/fail, masks compare 16-bit levels as evaluation does
+    calibrated: bool = False
+    # calibrated pixel thresholds are in the units the metrics see, map / map_scale (the model's map_upper_bound:
+    # 4/3 for few-shot AdaptCLIP with the reference's unclamped align distance, 1 otherwise)
+    map_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
             raise ConfigError(f"scaling={self.scaling!r}: choose one of {', '.join(SCALINGS)}")
         if self.save_masks and self.pixel_threshold is None:
             raise ConfigError("save_masks=true needs a threshold: set pixel_threshold=... (or threshold=...)")
+
+    def mask_of(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """Defect pixels (bool) of a map at pixel_threshold."""
+        if self.calibrated:
+            return quantize_maps(anomaly_map / self.map_scale) >= threshold_to_level(self.pixel_threshold)
+        return anomaly_map >= self.pixel_threshold
 
 
 def resized_map(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -112,10 +124,12 @@ class PredictionWriter:
         self.scores_path = output_dir / "scores.csv"
         self._scores_file = self.scores_path.open("w", newline="")
         self._scores = csv.writer(self._scores_file)
-        self._scores.writerow(["path", "score"] + (["anomalous"] if options.threshold is not None else []))
+        decision_column = ["decision"] if options.calibrated else ["anomalous"]
+        self._scores.writerow(["path", "score"] + (decision_column if options.threshold is not None else []))
         self.unreadable_path = output_dir / "unreadable.csv"
         self.unreadable: list[tuple[str, str]] = []
         self.count = 0
+        self.fails = 0  # images at or above the image threshold
         self.figures: list[Path] = []
         self._low, self._high = float("inf"), float("-inf")
         defer = options.save_figures and options.scaling == "per_dataset"
@@ -132,7 +146,11 @@ class PredictionWriter:
     def title(self, path: str, score: float) -> str:
         decision = ""
         if self.options.threshold is not None:
-            decision = " -> anomalous" if score >= self.options.threshold else " -> normal"
+            fail = score >= self.options.threshold
+            if self.options.calibrated:
+                decision = " -> fail" if fail else " -> pass"
+            else:
+                decision = " -> anomalous" if fail else " -> normal"
         return f"{Path(path).name}  score {score:.4g}{decision}{self.title_note}"
 
     def write(self, path: str, score: float, anomaly_map: torch.Tensor, size: tuple[int, int],
@@ -142,7 +160,9 @@ class PredictionWriter:
         options = self.options
         row = [path, f"{score:.6g}"]
         if options.threshold is not None:
-            row.append(int(score >= options.threshold))
+            fail = score >= options.threshold
+            self.fails += int(fail)
+            row.append(("fail" if fail else "pass") if options.calibrated else int(fail))
         self._scores.writerow(row)
         self.count += 1
         self._low = min(self._low, float(anomaly_map.min()))
@@ -159,7 +179,7 @@ class PredictionWriter:
             if "smoothed" in options.save_maps:
                 np.save(stem.with_name(stem.name + ".smoothed.npy"), full.astype(np.float32))
             if options.save_masks:
-                mask = np.where(full >= options.pixel_threshold, 255, 0).astype(np.uint8)
+                mask = np.where(options.mask_of(full), 255, 0).astype(np.uint8)
                 Image.fromarray(mask, mode="L").save(stem.with_name(stem.name + ".mask.png"))
         if not options.save_figures:
             return

@@ -28,8 +28,9 @@ def report_results(
     if trainer.is_global_zero:
         results.to_csv(output_dir / "results.csv")
         write_image_scores(image_scores, output_dir / "image_scores.csv")
+        section_csvs = results.write_section_csvs(output_dir)  # results_inspection.csv, results_decisions.csv
         (output_dir / "results.md").write_text(results.to_markdown())
-        print_results(results, cfg, output_dir, random_backbone=random_backbone)
+        print_results(results, cfg, output_dir, random_backbone=random_backbone, section_csvs=section_csvs)
         if len(grid_results) > 1:
             print(f"\nresults.csv is shots={shots}, seed {seed}. " + write_grid(grid_results, output_dir))
         log_results(loggers, results)

@@ -6,7 +6,7 @@ keys it reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,6 +317,21 @@ class AnomalyDataModule(L.LightningDataModule):
             self.setup("test")
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
+    def normal_loader(self, dataset: str, split: str = "train", exclude: Collection[str] = ()) -> DataLoader:
+        """The normal images of one dataset's `split` (e.g. its train/good), evaluation transform, in order;
+        rows whose sample_id is in `exclude` are left out."""
+        source = self._sources[dataset]
+        rows = [r for r in select_rows(source.cfg, self.table(dataset), split, source.root)
+                if r["label"] == 0 and sample_id(r) not in exclude]
+        if not rows:
+            raise DatasetError(f"dataset {dataset!r} has no normal images in its {split!r} split under {source.root}")
+        normals = AnomalyDataset(
+            rows, dataset=dataset, transform=self.eval_transform,
+            prompt_names={c: prompt_name(source.cfg, c) for c in dict.fromkeys(r["cls_name"] for r in rows)},
+            pixel_labels=False, mask_rule=str(source.cfg.get("mask_rule", "auto")),
+        )
+        return self._loader(normals, self.eval_batch_size, shuffle=False)
+
     # -- few-shot ---------------------------------------------------------------------------------------
     def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
         """[shots, 3, H, W]: the class's normal prompt images, the same tensor for every query of the class."""
@@ -337,6 +352,11 @@ class AnomalyDataModule(L.LightningDataModule):
             self._prompt_record["splits"].setdefault(dataset, {})[cls_name] = split
             self._write_prompt_record()
         return self._prompts[key]
+
+    def prompt_sample_ids(self, dataset: str, cls_name: str) -> list[str]:
+        """sample_id of each normal prompt image of the class at the current shots and seed (drawn if needed)."""
+        self.normal_prompt_images(dataset, cls_name)
+        return list(self._prompt_record["prompts"][dataset][cls_name])
 
     def set_few_shot(self, shots: int, seed: int) -> None:
         """Switch to another shot count / prompt draw (one trained model tested at several k)."""

@@ -9,7 +9,11 @@ What is kept, and why it is small and exact:
   region (8-connected component of its image's mask), plus per image its number of regions. Pixel
   AUROC/AP/max-F1 and AUPRO are exact on those stored levels (a counting sort replaces the sort). An
   MVTec-AD-sized test (1,725 maps of 518x518) keeps ~0.5 MiB per class plus 8 bytes per anomalous
-  pixel, instead of ~0.5 GiB of float maps per class.
+  pixel, instead of ~0.5 GiB of float maps per class. A second histogram per class, of the normal
+  images' pixels only, is the shared FPR of AUPIMO (clipad.metrics.pimo); each anomalous image's TPR
+  comes from its stored anomalous-pixel levels.
+* with ``thresholds`` (a calibrated thresholds file), the same states give the decisions at the fixed
+  image and pixel thresholds: nothing more is kept.
 
 Dataset and class names are strings, which DDP cannot gather as tensor states, so every group is a
 stable 64-bit hash of its names (the same on every rank) and the names travel as UTF-8 bytes in a
@@ -23,12 +27,19 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from clipad.metrics.at_threshold import (
+    OVERKILL_ESCAPE_PERCENTS,
+    image_decision_metrics,
+    overkill_at_escape,
+    pixel_decision_metrics,
+)
 from clipad.metrics.aupro import aupro_from_counts, label_regions, region_weights
 from clipad.metrics.curves import (
     ThresholdCounts,
@@ -39,7 +50,18 @@ from clipad.metrics.curves import (
     max_f1_from_counts,
 )
 from clipad.metrics.functional import warn_one_class
-from clipad.metrics.results import METRIC_NAMES, ResultsTable
+from clipad.metrics.pimo import aupimo_per_image, mean_and_std
+from clipad.metrics.results import (
+    DECISION_METRICS,
+    INSPECTION,
+    INSPECTION_METRICS,
+    METRIC_NAMES,
+    ResultsTable,
+    decisions_layout,
+)
+
+if TYPE_CHECKING:
+    from clipad.calibration.thresholds import DecisionThresholds
 
 MAP_LEVELS = 65536
 MAP_RANGE_TOLERANCE = 1e-3  # rounding overshoot that is clamped; anything further out is an error
@@ -53,6 +75,8 @@ _STATE_DTYPES = {
     "group_names": torch.uint8,  # UTF-8 "dataset\0class\0" per group seen in a batch
     "hist_groups": torch.int64,
     "pixel_hists": torch.int64,  # MAP_LEVELS counts of all pixels per entry of hist_groups
+    "normal_hist_groups": torch.int64,
+    "normal_pixel_hists": torch.int64,  # MAP_LEVELS counts of the pixels of normal (mask-free) images
     "masked_groups": torch.int64,  # per image with a mask: its group,
     "masked_regions": torch.int64,  # its number of regions,
     "masked_anomalous": torch.int64,  # its number of anomalous pixels (a run of the two below)
@@ -83,6 +107,19 @@ def dequantize_levels(levels: np.ndarray) -> np.ndarray:
     return np.asarray(levels).astype(np.float64) / (MAP_LEVELS - 1)
 
 
+def level_to_threshold(level: int) -> float:
+    """A map level as the map value a thresholds file stores (MAP_LEVELS: above every map)."""
+    return level / (MAP_LEVELS - 1)
+
+
+def threshold_to_level(threshold: float) -> int:
+    """The lowest 16-bit level whose map value is >= threshold (clipped to 0 .. MAP_LEVELS)."""
+    scaled = threshold * (MAP_LEVELS - 1)
+    nearest = round(scaled)
+    level = nearest if abs(scaled - nearest) < 1e-6 else math.ceil(scaled)  # stored levels round-trip exactly
+    return int(min(max(level, 0), MAP_LEVELS))
+
+
 def group_id(dataset: str, cls_name: str) -> int:
     """Stable signed 64-bit id of a (dataset, class) group, identical in every process."""
     digest = hashlib.blake2b(dataset.encode() + _NAME_SEPARATOR + cls_name.encode(), digest_size=8).digest()
@@ -109,14 +146,21 @@ class AnomalyMetrics(Metric):
     ``domains`` maps every dataset name that ``update`` will see to its domain ("industrial",
     "medical", ...). Extra keyword arguments go to ``torchmetrics.Metric`` (e.g. ``compute_on_cpu``).
     Call ``update`` per batch and ``compute`` once; ``forward`` only accumulates, because these metrics
-    are not meaningful per batch.
+    are not meaningful per batch. The table always has an "inspection" section (Overkill@2/5/10, AUPIMO);
+    with ``thresholds`` also a "decisions" section (metrics at those fixed thresholds).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, domains: Mapping[str, str], fpr_limit: float = 0.3, **kwargs) -> None:
+    def __init__(
+        self,
+        domains: Mapping[str, str],
+        fpr_limit: float = 0.3,
+        thresholds: DecisionThresholds | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if not domains:
             raise ValueError("AnomalyMetrics(domains=...) needs at least one dataset, e.g. {'mvtec': 'industrial'}")
@@ -127,6 +171,7 @@ class AnomalyMetrics(Metric):
             raise ValueError(f"AnomalyMetrics: fpr_limit must lie in (0, 1], got {fpr_limit}")
         self.domains = dict(domains)
         self.fpr_limit = fpr_limit
+        self.thresholds = thresholds
         for name in _STATE_DTYPES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -211,19 +256,12 @@ class AnomalyMetrics(Metric):
 
     def _add_pixels(self, levels: np.ndarray, anomalous: np.ndarray, groups: list[int], device: torch.device) -> None:
         """levels uint16 [M, H, W], anomalous bool [M, H, W], groups [M] of the masked images of a batch."""
-        known = [int(g) for g in self.hist_groups]
         group_of_image = np.array(groups, dtype=np.int64)
-        distinct = list(dict.fromkeys(groups))
-        for gid in distinct:
-            # numpy's bincount of uint16 is the fastest CPU histogram; no copy when the batch is one group
-            in_group = levels if len(distinct) == 1 else levels[group_of_image == gid]
-            hist = torch.from_numpy(np.bincount(in_group.ravel(), minlength=MAP_LEVELS)).to(device)
-            if gid in known:
-                self.pixel_hists[known.index(gid)].add_(hist)  # one histogram per group, not per batch
-            else:
-                self.hist_groups.append(torch.tensor([gid], dtype=torch.int64, device=device))
-                self.pixel_hists.append(hist)
-                known.append(gid)
+        self._add_histograms(levels, group_of_image, self.hist_groups, self.pixel_hists, device)
+        normal = ~anomalous.reshape(len(anomalous), -1).any(1)
+        if normal.any():
+            self._add_histograms(levels[normal], group_of_image[normal], self.normal_hist_groups,
+                                 self.normal_pixel_hists, device)
 
         labels, _ = label_regions(anomalous)  # numbered image after image
         flat_labels = labels.ravel()
@@ -240,6 +278,24 @@ class AnomalyMetrics(Metric):
         }
         for name, values in per_image.items():
             getattr(self, name).append(torch.from_numpy(values).to(device=device, dtype=_STATE_DTYPES[name]))
+
+    @staticmethod
+    def _add_histograms(
+        levels: np.ndarray, group_of_image: np.ndarray, group_state: list, hist_state: list, device: torch.device
+    ) -> None:
+        """Add the level histogram of each group's images to its entry (one per group, not per batch)."""
+        known = [int(g) for g in group_state]
+        distinct = list(dict.fromkeys(group_of_image.tolist()))
+        for gid in distinct:
+            # numpy's bincount of uint16 is the fastest CPU histogram; no copy when the batch is one group
+            in_group = levels if len(distinct) == 1 else levels[group_of_image == gid]
+            hist = torch.from_numpy(np.bincount(in_group.ravel(), minlength=MAP_LEVELS)).to(device)
+            if gid in known:
+                hist_state[known.index(gid)].add_(hist)
+            else:
+                group_state.append(torch.tensor([gid], dtype=torch.int64, device=device))
+                hist_state.append(hist)
+                known.append(gid)
 
     def state_nbytes(self) -> int:
         """Bytes held by the accumulated states (all the evaluator keeps between updates)."""
@@ -269,19 +325,33 @@ class AnomalyMetrics(Metric):
         ordered = sorted(names.items(), key=lambda kv: (dataset_rank[kv[1][0]], _natural_key(kv[1][1])))
         state = {name: _concat(getattr(self, name), dtype) for name, dtype in _STATE_DTYPES.items()}
         state["pixel_hists"] = state["pixel_hists"].reshape(-1, MAP_LEVELS)
+        state["normal_pixel_hists"] = state["normal_pixel_hists"].reshape(-1, MAP_LEVELS)
         state["anomalous_groups"] = np.repeat(state["masked_groups"], state["masked_anomalous"])
-        rows = []
+        rows, inspection_rows, decision_rows = [], [], []
         for gid, (dataset, cls_name) in ordered:
             group = f"{dataset}/{cls_name}"
             in_group = state["image_groups"] == gid
-            row = {"dataset": dataset, "domain": self.domains[dataset], "class": cls_name}
-            row |= self._image_metrics(state["image_scores"][in_group], state["image_labels"][in_group], group)
+            scores, labels = state["image_scores"][in_group], state["image_labels"][in_group]
+            keys = {"dataset": dataset, "domain": self.domains[dataset], "class": cls_name}
+            row, inspection, decisions = dict(keys), dict(keys), dict(keys)
+            row |= self._image_metrics(scores, labels, group)
+            inspection |= {f"image_overkill@{e}": overkill_at_escape(scores, labels, e) for e in OVERKILL_ESCAPE_PERCENTS}
+            if self.thresholds is not None:
+                decisions |= image_decision_metrics(scores, labels, self.thresholds.lookup(dataset, cls_name)[0].image)
             if (state["hist_groups"] == gid).any():
-                row |= self._pixel_metrics(state, gid, group)
+                negatives, positives = self._pixel_histograms(state, gid)
+                row |= self._pixel_metrics(state, gid, group, negatives, positives)
+                inspection |= self._aupimo(state, gid)
+                decisions |= self._pixel_decisions(dataset, cls_name, negatives, positives)
             else:  # no image of the group has a mask: an image-level dataset, nothing to warn about
                 row |= {m: math.nan for m in METRIC_NAMES if m.startswith("pixel_")}
             rows.append(row)
-        return ResultsTable(rows)
+            inspection_rows.append({m: math.nan for m in INSPECTION_METRICS} | inspection)
+            decision_rows.append({m: math.nan for m in DECISION_METRICS} | decisions)
+        sections = {"inspection": ResultsTable(inspection_rows, INSPECTION)}
+        if self.thresholds is not None:
+            sections["decisions"] = ResultsTable(decision_rows, decisions_layout(self.thresholds.describe()))
+        return ResultsTable(rows, sections=sections)
 
     def _group_names(self) -> dict[int, tuple[str, str]]:
         raw = _concat(self.group_names, torch.uint8).tobytes().split(_NAME_SEPARATOR)[:-1]
@@ -302,16 +372,44 @@ class AnomalyMetrics(Metric):
             warn_one_class(f"image metrics of {group}", counts.n_positive, counts.n_negative, unit="images")
         return self._binary_metrics(counts, "image")
 
-    def _pixel_metrics(self, state: dict[str, np.ndarray], gid: int, group: str) -> dict[str, float]:
+    @staticmethod
+    def _pixel_histograms(state: dict[str, np.ndarray], gid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Level histograms of the group's normal and anomalous pixels."""
         all_pixels = state["pixel_hists"][state["hist_groups"] == gid].sum(0)
+        positives = np.bincount(state["anomalous_levels"][state["anomalous_groups"] == gid], minlength=MAP_LEVELS)
+        return all_pixels - positives, positives
+
+    def _pixel_metrics(
+        self, state: dict[str, np.ndarray], gid: int, group: str, negatives: np.ndarray, positives: np.ndarray
+    ) -> dict[str, float]:
         in_group = state["anomalous_groups"] == gid
         levels = state["anomalous_levels"][in_group]
-        positives = np.bincount(levels, minlength=MAP_LEVELS)
         n_regions = int(state["masked_regions"][state["masked_groups"] == gid].sum())
         overlap = np.zeros(MAP_LEVELS, dtype=np.int64)
         if n_regions:  # integer adds: exact in any order
             np.add.at(overlap, levels, region_weights(state["anomalous_region_sizes"][in_group], n_regions))
-        counts = counts_from_histograms(all_pixels - positives, positives, overlap)
+        counts = counts_from_histograms(negatives, positives, overlap)
         if counts.n_positive == 0 or counts.n_negative == 0:
             warn_one_class(f"pixel metrics of {group}", counts.n_positive, counts.n_negative, unit="pixels")
         return self._binary_metrics(counts, "pixel") | {"pixel_aupro": aupro_from_counts(counts, self.fpr_limit)}
+
+    @staticmethod
+    def _aupimo(state: dict[str, np.ndarray], gid: int) -> dict[str, float]:
+        """Mean and std of AUPIMO over the group's anomalous images (NaN without normal images)."""
+        normal_hist = state["normal_pixel_hists"][state["normal_hist_groups"] == gid].sum(0)
+        in_group = state["masked_groups"] == gid
+        # each masked image's anomalous-pixel levels are one run of anomalous_levels, images in stored order
+        ends = np.cumsum(state["masked_anomalous"])
+        runs = [(end - count, end) for end, count, mine in zip(ends, state["masked_anomalous"], in_group)
+                if mine and count]
+        per_image = aupimo_per_image(normal_hist, [state["anomalous_levels"][a:b] for a, b in runs])
+        mean, std = mean_and_std(per_image)
+        return {"pixel_aupimo": mean, "pixel_aupimo_std": std}
+
+    def _pixel_decisions(
+        self, dataset: str, cls_name: str, negatives: np.ndarray, positives: np.ndarray
+    ) -> dict[str, float]:
+        pixel = None if self.thresholds is None else self.thresholds.lookup(dataset, cls_name)[0].pixel
+        if pixel is None or not positives.any():
+            return {}
+        return pixel_decision_metrics(negatives, positives, threshold_to_level(pixel))

@@ -53,6 +53,8 @@ class AnomalyModule(L.LightningModule):
         self.stage_results: dict[str, Any] = {}
         self.stage_image_scores: dict[str, list[ImageScore]] = {}  # per stage: every image's score, all ranks
         self._image_records: dict[str, list[ImageScore]] = {}
+        # calibrated thresholds (clipad.calibration.thresholds): the test table gets a decisions section
+        self.decision_thresholds = None
 
     # ---------------------------------------------------------------- model interface
     def forward(self, batch: Batch) -> AnomalyOutput:  # pragma: no cover - abstract
@@ -92,7 +94,9 @@ class AnomalyModule(L.LightningModule):
         from clipad.metrics.evaluator import AnomalyMetrics
 
         datamodule = self.trainer.datamodule
-        setattr(self, f"{stage}_metrics", AnomalyMetrics(domains=datamodule.domains).to(self.device))
+        thresholds = self.decision_thresholds if stage == "test" else None
+        metrics = AnomalyMetrics(domains=datamodule.domains, thresholds=thresholds)
+        setattr(self, f"{stage}_metrics", metrics.to(self.device))
         self._image_records[stage] = []
 
     @property

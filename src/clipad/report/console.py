@@ -1,6 +1,7 @@
 """What a finished run prints: the results table, where files went, and the demo's before/after view."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -8,13 +9,15 @@ from omegaconf import DictConfig
 from clipad.metrics.results import format_percent
 
 
-def print_results(results, cfg: DictConfig, output_dir: Path, random_backbone: bool) -> None:
+def print_results(results, cfg: DictConfig, output_dir: Path, random_backbone: bool,
+                  section_csvs: Sequence[Path] = ()) -> None:
     print()
     if random_backbone:
         print(f"NOTE: backbone {cfg.backbone.name} has RANDOM weights (no pretrained CLIP): these numbers only "
               "show that the pipeline works; they are not comparable with the papers.")
     print(results.to_markdown())
-    print(f"Results: {output_dir / 'results.md'} and {output_dir / 'results.csv'}")
+    print(f"Results: {output_dir / 'results.md'} and {output_dir / 'results.csv'}"
+          + "".join(f", {path}" for path in section_csvs))
     heatmaps = output_dir / "heatmaps"
     if heatmaps.is_dir():
         print(f"Heatmaps: {heatmaps}")

@@ -1,0 +1,1 @@
+"""Decision thresholds: calibration rules, the thresholds file, the bootstrap spread of false rejects."""
