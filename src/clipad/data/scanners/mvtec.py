@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,6 +15,7 @@ from clipad.data.scanners.files import child, image_files, pair_masks, subdirs
 from clipad.data.scanners.result import Scan
 
 _MASK_SUFFIXES = ("_mask", "")  # MVTec/MPDD/DTD: 000_mask.png; BTAD: 0000.png beside 0000.bmp
+MVTEC_SPLIT_FOLDERS = {"train": "train", "test": "test"}
 
 
 def scan_mvtec(root: Path, cfg: DictConfig) -> Scan:
@@ -25,18 +26,29 @@ def scan_btad(root: Path, cfg: DictConfig) -> Scan:
     return scan_class_folders(root, normal_names=("ok", "good"))
 
 
-def scan_class_folders(root: Path, normal_names: Sequence[str]) -> Scan:
-    """Every sub-folder of root with a train/ or test/ folder is a class; other folders are ignored."""
+def scan_class_folders(
+    root: Path,
+    normal_names: Sequence[str],
+    split_folders: Mapping[str, str] = MVTEC_SPLIT_FOLDERS,
+    masks_in_test_folder: bool = False,
+) -> Scan:
+    """Every sub-folder of root with one of the split folders is a class; other folders are ignored.
+
+    split_folders: split -> its folder name (MVTec AD 2 tests in test_public/). masks_in_test_folder: the
+    ground_truth/ folder lies inside the test folder (MVTec AD 2), not beside it.
+    """
     scan = Scan()
     for cls_dir in subdirs(root):
-        splits = {split: child(cls_dir, split) for split in ("train", "test")}
+        splits = {split: child(cls_dir, folder) for split, folder in split_folders.items()}
         if not any(d is not None and d.is_dir() for d in splits.values()):
             continue
         cls = cls_dir.name
-        ground_truth = child(cls_dir, "ground_truth", "groundtruth", "gt")
+        ground_truth = child(splits["test"] if masks_in_test_folder else cls_dir, "ground_truth", "groundtruth", "gt")
         used_mask_dirs: set[Path] = set()
         for split, split_dir in splits.items():
             for defect_dir in subdirs(split_dir):
+                if defect_dir == ground_truth:
+                    continue
                 images = image_files(defect_dir)
                 if defect_dir.name.lower() in normal_names:
                     for image in images:

@@ -12,34 +12,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from clipad.data.scanners.files import child, image_files, pair_masks, subdirs
+from clipad.data.scanners.mvtec import scan_class_folders
 from clipad.data.scanners.result import Scan
 
-_NORMAL = "good"
-_GROUND_TRUTH = "ground_truth"
+# validation/ and the private test sets are left out: only these folders are read
+_SPLIT_FOLDERS = {"train": "train", "test": "test_public"}
 
 
 def scan_mvtec_ad2(root: Path, cfg: DictConfig) -> Scan:
-    scan = Scan()
-    for cls_dir in subdirs(root):
-        train, test = child(cls_dir, "train"), child(cls_dir, "test_public")
-        if train is None and test is None:
-            continue
-        cls = cls_dir.name
-        for image in image_files(child(train, _NORMAL)):
-            scan.add(image, None, 0, cls, "good", "train")
-        ground_truth = child(test, _GROUND_TRUTH)
-        for defect_dir in subdirs(test):
-            name = defect_dir.name.lower()
-            if name == _GROUND_TRUTH:
-                continue
-            images = image_files(defect_dir)
-            if name == _NORMAL:
-                for image in images:
-                    scan.add(image, None, 0, cls, "good", "test")
-                continue
-            pairs, orphans = pair_masks(images, image_files(child(ground_truth, defect_dir.name)), ("_mask", ""))
-            for image in images:
-                scan.add(image, pairs.get(image), 1, cls, defect_dir.name, "test")
-            scan.add_unpaired(orphans, cls, "test")
-    return scan
+    return scan_class_folders(root, normal_names=("good",), split_folders=_SPLIT_FOLDERS, masks_in_test_folder=True)
