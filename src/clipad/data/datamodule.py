@@ -321,8 +321,7 @@ class AnomalyDataModule(L.LightningDataModule):
         """The normal images of one dataset's `split` (e.g. its train/good), evaluation transform, in order;
         rows whose sample_id is in `exclude` are left out."""
         source = self._sources[dataset]
-        rows = [r for r in select_rows(source.cfg, self.table(dataset), split, source.root)
-                if r["label"] == 0 and sample_id(r) not in exclude]
+        rows = [r for r in self._rows(source, split) if r["label"] == 0 and sample_id(r) not in exclude]
         if not rows:
             raise DatasetError(f"dataset {dataset!r} has no normal images in its {split!r} split under {source.root}")
         normals = AnomalyDataset(
