@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from clipad.cli.hydra_setup import command_line_overrides
-from clipad.cli.interruption import SIGTERM_EXIT_CODE, report_interruption
+from clipad.cli.interruption import SIGTERM_EXIT_CODE, last_checkpoint, report_interruption
 from clipad.cli.results_output import report_results, sweep_value
 from clipad.cli.run_info import save_run_info
 from clipad.cli.shot_grid import check_model_supports, run_grid, shot_grid, use_first_point
@@ -58,7 +58,7 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path") in (None, ""):
         return None
     if cfg.ckpt_path == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        path = last_checkpoint(Path(cfg.paths.output_dir))
         if not path.is_file():
             raise PathNotFoundError(
                 f"ckpt_path=last: no {path}. Resume in the interrupted run's directory: "
@@ -100,9 +100,10 @@ def train(cfg: DictConfig) -> float | None:
         log.warning("RANDOM backbone (%s): numbers are not comparable with the papers.", cfg.backbone.name)
     # DDP ranks > 0 re-run this command (Lightning's subprocess launcher): they only join the fit/test.
     is_rank_zero = rank_zero_only.rank == 0
+    trains = bool(cfg.get("train", True)) and module.is_trainable
     if is_rank_zero:
         save_run_info(cfg, output_dir)
-        if cfg.get("train", True) and module.is_trainable:
+        if trains:
             datamodule.check_overlap()  # in seconds, before any evaluation or epoch (other ranks: in setup)
 
     trainer: L.Trainer | None = None
@@ -119,7 +120,7 @@ def train(cfg: DictConfig) -> float | None:
         # LearningRateMonitor refuses to run without a logger (logger=none, debug=fast).
         callbacks = build_callbacks(cfg, has_validation, skip=() if loggers else ("lr_monitor",))
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-        if cfg.get("train", True) and module.is_trainable:
+        if trains:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
         if not cfg.get("test", True):
             finish_loggers(loggers)
@@ -131,7 +132,6 @@ def train(cfg: DictConfig) -> float | None:
     except SIGTERMException:
         # Lightning's SIGTERMException exits 0; a job stopped by SIGTERM must not look like a finished one.
         if is_rank_zero:
-            trains = bool(cfg.get("train", True)) and module.is_trainable
             report_interruption(trainer, output_dir, command_line_overrides(), trains)
         raise SystemExit(SIGTERM_EXIT_CODE) from None
     results = report_results(cfg, trainer, module.backbone.is_random, loggers, grid_results, output_dir)
