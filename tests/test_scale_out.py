@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from clipad.report.image_scores import read_image_scores
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
     "experiment=demo",
@@ -79,8 +81,7 @@ METRIC_TOLERANCE = 1e-6
 
 
 def read_scores(path: Path) -> dict[str, tuple[str, int, float]]:
-    with open(path) as f:
-        return {r["path"]: (r["class"], int(r["label"]), float(r["score"])) for r in csv.DictReader(f)}
+    return {r["path"]: (r["cls_name"], r["label"], r["score"]) for r in read_image_scores(path)}
 
 
 def smallest_gap_between_labels(scores: dict[str, tuple[str, int, float]]) -> float:
