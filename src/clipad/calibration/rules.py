@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from clipad.metrics.curves import counts_from_histograms, counts_from_scores
+from clipad.metrics.curves import counts_from_histograms, counts_from_scores, f1_curve
 
 _SLACK = 1e-9  # (1 - q) * n is computed in floats: 0.01 * 300 must count as 3, not 2.9999999999999996
 
@@ -66,8 +66,7 @@ def f1_max_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
         raise ValueError("val_f1 needs normal and anomalous validation images")
     counts = counts_from_scores(torch.from_numpy(scores), torch.from_numpy(positive))
     values = np.unique(scores)[::-1]  # the order of counts: distinct values, highest first
-    f1 = 2 * counts.tps / (counts.tps + counts.fps + counts.n_positive)
-    return float(values[int(np.argmax(f1))])
+    return float(values[int(np.argmax(f1_curve(counts)))])
 
 
 def f1_max_level(negatives: np.ndarray, positives: np.ndarray) -> int:
@@ -76,5 +75,4 @@ def f1_max_level(negatives: np.ndarray, positives: np.ndarray) -> int:
         raise ValueError("val_f1 needs normal and anomalous validation pixels")
     counts = counts_from_histograms(negatives, positives)
     levels = np.flatnonzero((negatives + positives) > 0)[::-1]
-    f1 = 2 * counts.tps / (counts.tps + counts.fps + counts.n_positive)
-    return int(levels[int(np.argmax(f1))])
+    return int(levels[int(np.argmax(f1_curve(counts)))])

@@ -91,9 +91,13 @@ def average_precision_from_counts(counts: ThresholdCounts) -> float:
     return float(np.sum(recall_step * precision))
 
 
+def f1_curve(counts: ThresholdCounts) -> np.ndarray:
+    """F1 = 2 TP / (TP + FP + P) at each distinct threshold, in the order of the counts."""
+    return 2 * counts.tps / (counts.tps + counts.fps + counts.n_positive)
+
+
 def max_f1_from_counts(counts: ThresholdCounts) -> float:
-    """Best F1 over the distinct thresholds: F1 = 2 TP / (TP + FP + P)."""
+    """Best F1 over the distinct thresholds."""
     if counts.n_positive == 0 or counts.n_negative == 0:
         return math.nan
-    f1 = 2 * counts.tps / (counts.tps + counts.fps + counts.n_positive)
-    return float(np.max(f1))
+    return float(np.max(f1_curve(counts)))
