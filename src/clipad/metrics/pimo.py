@@ -54,9 +54,9 @@ def aupimo_per_image(
     levels, log_fpr = levels[start : stop + 1], log_fpr[start : stop + 1]
 
     areas = np.empty(len(anomalous_levels))
+    thresholds = np.concatenate([[first_zero], levels])
     for chunk_start in range(0, len(anomalous_levels), _IMAGE_CHUNK):
         chunk = anomalous_levels[chunk_start : chunk_start + _IMAGE_CHUNK]
-        thresholds = np.concatenate([[first_zero], levels])
         tpr = np.stack([_share_at_or_above(np.sort(image), thresholds) for image in chunk])
         areas[chunk_start : chunk_start + len(chunk)] = _log_area(log_fpr, tpr[:, 1:], tpr[:, 0], log_low, log_high)
     return np.clip(areas / (log_high - log_low), 0.0, 1.0)
