@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from clipad.data.catalog import DatasetError
@@ -96,15 +96,16 @@ def _row(entry: Mapping, root: Path, cls: str, split: str) -> SampleRow:
         row["crop"] = (left, top, right, bottom)
     if entry.get("view_id") not in (None, ""):
         row["view_id"] = str(entry["view_id"])
-        sample = entry.get("sample_id") or _sample_of_path(_portable(entry["img_path"]))
+        sample = entry.get("sample_id") or reference_sample_id(entry["img_path"])
         if sample:
             row["sample_id"] = str(sample)
     return row
 
 
-def _sample_of_path(path: str) -> str | None:
-    """The AdaptCLIP reference's sample key: third-from-last + second-from-last path components."""
-    parts = Path(path).parts
+def reference_sample_id(image_path: str) -> str | None:
+    """The AdaptCLIP reference's sample key of a multi-view image: the path's third-from-last +
+    second-from-last components ("audiojack/OK/S0190/x.jpg" -> "OKS0190"); None for paths too short."""
+    parts = PurePosixPath(image_path.replace("\\", "/")).parts
     return parts[-3] + parts[-2] if len(parts) >= 3 else None
 
 

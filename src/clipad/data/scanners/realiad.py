@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from omegaconf import DictConfig
 
 from clipad.data.catalog import DatasetError, layout_help
+from clipad.data.meta_json import reference_sample_id
 from clipad.data.scanners.files import child
 from clipad.data.scanners.result import Scan
 
@@ -33,13 +34,6 @@ def view_id(image_path: str) -> str | None:
     """The camera view a Real-IAD file name spells ("C1".."C5", "C01".."C05"), None if it has none."""
     match = _VIEW.search(PurePosixPath(image_path).stem)
     return match.group(1) if match else None
-
-
-def sample_id(image_path: str) -> str | None:
-    """The AdaptCLIP reference's sample key: the path's third-from-last + second-from-last components
-    ("audiojack/OK/S0190/x.jpg" -> "OKS0190"); None for paths too short to have them."""
-    parts = PurePosixPath(image_path.replace("\\", "/")).parts
-    return parts[-3] + parts[-2] if len(parts) >= 3 else None
 
 
 def scan_realiad(root: Path, cfg: DictConfig) -> Scan:
@@ -93,7 +87,7 @@ def _add_class(scan: Scan, split_file: Path, image_dir: Path, missing: list[str]
                 mask = None
             scan.add(
                 Path(image), None if mask is None else Path(mask), label, cls, anomaly_class if label else "good",
-                split, view_id=view_id(relative), sample_id=sample_id(relative),
+                split, view_id=view_id(relative), sample_id=reference_sample_id(relative),
             )
 
 
