@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_predict import tiny_checkpoint
 
 from clipad.calibration.calibrate import bootstrap_false_rejects, calibrate_groups
@@ -224,3 +225,17 @@ def test_few_shot_calibration_leaves_out_the_prompt_images(tmp_path, synthetic_d
     with pytest.raises(ClipadError, match="scores its own prompt"):
         calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", f"paths.data_dir={synthetic_data_dir}", *SMALL,
                                                "source=shots", "shots=2", f"paths.output_dir={tmp_path}"]), overrides=[])
+
+
+def test_unreadable_good_parts_are_skipped_counted_and_stated_last(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path, "clip")
+    good = tmp_path / "good"
+    good.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(good / "a.png")
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(good / "b.png")
+    (good / "broken.png").write_bytes(b"not an image")
+    thresholds = calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", f"normals_dir={good}", "class_name=part",
+                                                        "bootstrap_draws=0", f"output={tmp_path / 't.json'}"]),
+                           overrides=[])
+    assert thresholds.fallback.images == 2
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "bad inputs: 1 unreadable skipped"

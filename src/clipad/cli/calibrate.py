@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,9 +20,10 @@ from clipad.calibration.calibrate import BootstrapSpread, bootstrap_false_reject
 from clipad.calibration.scoring import GroupScores, score_batches
 from clipad.calibration.thresholds import RULES, ClassThreshold, DecisionThresholds
 from clipad.cli.hydra_setup import command_line_overrides
-from clipad.cli.predict import batch_of, load_module, model_input, resolve_device
+from clipad.cli.predict import PREDICT_DATASET, batch_of, load_module, model_input, resolve_device
 from clipad.cli.predict_inputs import ImageFileDataset, collate_images, list_input_images
 from clipad.cli.shot_grid import set_point
+from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import Batch
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.errors import ClipadError
@@ -53,13 +55,14 @@ def _shot_normals(datamodule: AnomalyDataModule, device: str) -> Iterator[Batch]
                         path=[f"{dataset}/{cls_name}/shot{i}" for i in range(count)])
 
 
-def _folder_normals(cfg: DictConfig, module: AnomalyModule, device: str) -> Iterator[Batch]:
+def _folder_normals(cfg: DictConfig, module: AnomalyModule, device: str, bad_inputs: BadInputLog) -> Iterator[Batch]:
     listing = list_input_images(str(cfg.normals_dir))
     loader = DataLoader(ImageFileDataset(listing.paths, model_input(module), previews=False),
                         batch_size=int(cfg.batch_size), collate_fn=collate_images)
     for loaded in loader:
         for path, reason in loaded.unreadable:
             log.warning("normals_dir: skipped unreadable image %s: %s", path, reason)
+            bad_inputs.record([BadInput("unreadable", path, PREDICT_DATASET, str(cfg.class_name), reason)])
         if loaded.images is not None:
             yield batch_of(loaded, str(cfg.class_name), device)
 
@@ -77,12 +80,21 @@ def _check_options(cfg: DictConfig) -> None:
         raise ClipadError("source=shots needs shots=k (k >= 1 normal images per class)")
 
 
-def _calibration_batches(cfg: DictConfig, module: AnomalyModule, device: str) -> tuple[Iterator[Batch], str, bool]:
-    """The batches to score, a description of where they come from, and whether they are all normal."""
+@dataclass
+class CalibrationSet:
+    batches: Iterator[Batch]  # what to score
+    source: str  # where the images come from, as the thresholds file says
+    all_normal: bool
+    bad_inputs: BadInputLog  # the files skipped on the way, stated at the end
+
+
+def _calibration_batches(cfg: DictConfig, module: AnomalyModule, device: str) -> CalibrationSet:
     if cfg.rule == "normal_quantile" and cfg.normals_dir:
         if getattr(module, "shots", 0):
             raise ClipadError("normals_dir calibration runs the model zero-shot; leave shots out (shots=0)")
-        return _folder_normals(cfg, module, device), f"good parts in {cfg.normals_dir}", True
+        bad_inputs = BadInputLog()
+        return CalibrationSet(_folder_normals(cfg, module, device, bad_inputs), f"good parts in {cfg.normals_dir}",
+                              True, bad_inputs)
     datamodule = AnomalyDataModule.from_config(module.cfg)
     few_shot = hasattr(module, "prompt_source")
     if few_shot:
@@ -94,7 +106,8 @@ def _calibration_batches(cfg: DictConfig, module: AnomalyModule, device: str) ->
             datamodule.setup("validate")
         if datamodule.val_set is None:
             raise ClipadError("rule=val_f1 needs a labelled validation set: data.val=NAME")
-        return iter(datamodule.val_dataloader()), f"labelled validation set {datamodule.val_dataset}", False
+        return CalibrationSet(iter(datamodule.val_dataloader()), f"labelled validation set {datamodule.val_dataset}",
+                              False, datamodule.bad_inputs)
     if cfg.source == "shots":
         if few_shot:
             raise ClipadError(
@@ -102,10 +115,12 @@ def _calibration_batches(cfg: DictConfig, module: AnomalyModule, device: str) ->
                 "images as perfect matches, so the thresholds would be far too low. Use source=train or "
                 "normals_dir=FOLDER of other good parts"
             )
-        return _shot_normals(datamodule, device), f"{cfg.shots}-shot normals of {targets}", True
+        return CalibrationSet(_shot_normals(datamodule, device), f"{cfg.shots}-shot normals of {targets}", True,
+                              datamodule.bad_inputs)
     without_prompts = few_shot and int(cfg.shots) > 0
     note = f" without the {cfg.shots} prompt images per class" if without_prompts else ""
-    return _train_normals(datamodule, without_prompts), f"train/good of {targets}{note}", True
+    return CalibrationSet(_train_normals(datamodule, without_prompts), f"train/good of {targets}{note}", True,
+                          datamodule.bad_inputs)
 
 
 def print_thresholds(thresholds: DecisionThresholds) -> None:
@@ -141,16 +156,18 @@ def calibrate(cfg: DictConfig, overrides: list[str] | None = None) -> DecisionTh
     random_backbone = module.backbone.is_random
     common = {"checkpoint": str(cfg.ckpt_path), "random_backbone": random_backbone}
     groups: dict[tuple[str, str], GroupScores] = {}
+    bad_inputs: BadInputLog | None = None
     if cfg.rule == "fixed":
         pixel = None if cfg.pixel_value is None else float(cfg.pixel_value)
         thresholds = DecisionThresholds("fixed", ClassThreshold(float(cfg.value), pixel), value=float(cfg.value),
                                         source="given by the user", **common)
     else:
-        batches, source, all_normal = _calibration_batches(cfg, module, device)
-        groups = score_batches(module, batches, device, all_normal=all_normal)
+        images = _calibration_batches(cfg, module, device)
+        groups = score_batches(module, images.batches, device, all_normal=images.all_normal)
+        bad_inputs = images.bad_inputs
         classes, fallback = calibrate_groups(groups, str(cfg.rule), cfg.q)
         q = float(cfg.q) if cfg.rule == "normal_quantile" else None
-        thresholds = DecisionThresholds(str(cfg.rule), fallback, classes, q=q, source=source, **common)
+        thresholds = DecisionThresholds(str(cfg.rule), fallback, classes, q=q, source=images.source, **common)
     thresholds.path = thresholds.write(output)
     if random_backbone:
         print("NOTE: random backbone: these thresholds only show that the pipeline works")
@@ -160,4 +177,6 @@ def calibrate(cfg: DictConfig, overrides: list[str] | None = None) -> DecisionTh
         spread = bootstrap_false_rejects(normals, float(cfg.q), int(cfg.bootstrap_draws), int(cfg.bootstrap_seed))
         print_bootstrap(spread, {key: len(scores) for key, scores in normals.items()})
     print(f"thresholds -> {output}")
+    if bad_inputs is not None:
+        bad_inputs.finish()  # the last line: what was skipped on the way
     return thresholds
