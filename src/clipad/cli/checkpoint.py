@@ -37,7 +37,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], DictConf
     ):
         raise CheckpointError(
             f"{path} is not a clipad checkpoint (no state_dict + hyper_parameters.cfg). "
-            "Reference AdaCLIP/AdaptCLIP weights must first be imported: python -m clipad.convert adaclip|adaptclip IN OUT"
+            "Reference AdaCLIP/AdaptCLIP/AnomalyCLIP weights must first be imported: "
+            "python -m clipad.convert adaclip|adaptclip|anomalyclip IN OUT"
         )
     return checkpoint["state_dict"], OmegaConf.create(checkpoint["hyper_parameters"]["cfg"])
 

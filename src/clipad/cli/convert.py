@@ -1,4 +1,4 @@
-"""`python -m clipad.convert adaclip|adaptclip IN OUT [overrides]`: import released reference weights.
+"""`python -m clipad.convert adaclip|adaptclip|anomalyclip IN OUT [overrides]`: import released reference weights.
 
 The output is a clipad checkpoint (parameters, BatchNorm statistics and the model config) that
 `evaluate.py ckpt_path=OUT` and `python -m clipad.predict ckpt_path=OUT` load. The model config is the
@@ -50,8 +50,18 @@ def convert(method: str, source: Path, target: Path, overrides: list[str]) -> Pa
         adapter_flags = [f"adapter.{name}={str(on).lower()}" for name, on in present.items()]
         cfg = compose_config("train", [*base, *adapter_flags, *overrides])
         _check_against_module(converted, cfg, source)
+    elif method == "anomalyclip":
+        from clipad.models.anomalyclip.convert import convert_anomalyclip
+        from clipad.models.registry import build_module
+
+        cfg = compose_config("train", [*base, *overrides])
+        # The real CLIP (not the meta structure): the stored token buffers are compared with its embeddings.
+        converted, notes = convert_anomalyclip(reference, build_module(cfg))
+        _check_against_module(converted, cfg, source)
+        for note in notes:
+            print(f"note: {note}")
     else:
-        raise ValueError(f"unknown method {method!r}: adaclip or adaptclip")
+        raise ValueError(f"unknown method {method!r}: adaclip, adaptclip or anomalyclip")
     target.parent.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     torch.save({"state_dict": converted, "hyper_parameters": {"cfg": container},
@@ -62,7 +72,7 @@ def convert(method: str, source: Path, target: Path, overrides: list[str]) -> Pa
 @reporting_errors("train")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clipad.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("method", choices=["adaclip", "adaptclip"])
+    parser.add_argument("method", choices=["adaclip", "adaptclip", "anomalyclip"])
     parser.add_argument("source", type=Path, help="the released reference checkpoint (.pth)")
     parser.add_argument("target", type=Path, help="the clipad checkpoint to write")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the model config, e.g. backbone=vit_b16")

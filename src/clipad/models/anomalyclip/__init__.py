@@ -1,0 +1,1 @@
+"""AnomalyCLIP (ICLR 2024): object-agnostic learnable text prompts on a frozen CLIP with v-v attention."""
