@@ -13,6 +13,7 @@ from clipad.cli.hydra_setup import compose_config
 from clipad.cli.train import train
 from clipad.data.batch import Batch
 from clipad.models.adaptclip.scoring import BranchOutput
+from clipad.models.anomalyclip.convert import reference_layout
 from clipad.models.anomalyclip.loss import anomalyclip_loss
 from clipad.models.anomalyclip.prompts import PromptWriter
 from clipad.models.registry import build_module, build_module_structure
@@ -32,7 +33,7 @@ def image_batch(images: torch.Tensor) -> Batch:
                  dataset=["d"] * n, path=[""] * n)
 
 
-def test_summary_counts_the_used_prompts_only(capsys, monkeypatch):
+def test_vit_l14_336_count_structure_and_reference_checkpoint_layout(capsys, monkeypatch):
     built = []
     monkeypatch.setattr(summary_cli, "build_module_structure", lambda cfg: built.append(build_module_structure(cfg))
                         or built[-1])  # keep the module the command builds (ViT-L on meta) to inspect it
@@ -44,6 +45,13 @@ def test_summary_counts_the_used_prompts_only(capsys, monkeypatch):
     assert backbone.feature_layers == [24] and backbone.vv_blocks == 19  # v-v in 0-based blocks 5..23
     assert isinstance(backbone.clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     assert isinstance(backbone.clip.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    # The key list of the released checkpoints (the sheet), less the dead projections the importer drops.
+    expected = {"ctx_pos": (1, 1, 12, 768), "ctx_neg": (1, 1, 12, 768)}
+    for name in ("pos", "neg"):
+        expected |= {f"token_prefix_{name}": (1, 1, 1, 768), f"token_suffix_{name}": (1, 1, 64, 768),
+                     f"tokenized_prompts_{name}": (1, 1, 77)}
+    expected |= {f"compound_prompts_text.{i}": (4, 768) for i in range(8)}
+    assert reference_layout(module) == expected
 
 
 def test_sentences_end_where_the_sheet_says_and_prompts_land_in_their_slots():
