@@ -2,8 +2,9 @@
 
 The exported graph maps `image` [B, 3, S, S] (resized to the backbone's input size and normalised with its
 mean/std, exactly as the data pipeline does) to `anomaly_map` [B, S, S] and `score` [B]. Text features that
-do not depend on the image (the CLIP baseline, AdaCLIP without dynamic text prompts, AdaptCLIP's fixed and
-learnt text, AdaptCLIP's few-shot prompt memory) are computed once here and stored in the graph as constants,
+do not depend on the image (the CLIP baseline, AdaCLIP without dynamic text prompts, AnomalyCLIP's learnt
+prompts, AdaptCLIP's fixed and learnt text, AdaptCLIP's few-shot prompt memory) are computed once here and
+stored in the graph as constants,
 so the text tower is not part of the file, and the batch size is dynamic. AdaCLIP's dynamic text prompts
 make the text features a function of each image: its text tower stays in the graph (token ids fixed) and the
 graph is traced for a fixed batch size.
@@ -50,7 +51,8 @@ def single_class_batch(images: torch.Tensor, class_name: str, names: int = 1) ->
 
 
 class SingleClassGraph(nn.Module):
-    """The module's own forward with one class name (CLIP baseline, AdaCLIP).
+    """The module's own forward with one class name (CLIP baseline, AdaCLIP, AnomalyCLIP: its object-agnostic
+    text ignores the name).
 
     Before tracing, one eager call fills the module's text-feature cache for the name: the traced
     forward then reads the cached tensor, which the exporter stores as a constant. Text features that
@@ -140,8 +142,8 @@ def export_graph(module: AnomalyModule, class_name: str, fixed_batch: int | None
     module.eval()
     if name == "adaptclip":
         return AdaptCLIPGraph(module, class_name).eval()
-    if name not in ("clip", "adaclip"):
-        raise ValueError(f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip)")
+    if name not in ("clip", "adaclip", "anomalyclip"):
+        raise ValueError(f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip, anomalyclip)")
     graph = SingleClassGraph(module, class_name, fixed_batch).eval()
     size = module.backbone.image_size
     with torch.no_grad():  # fills the module's text cache before tracing
