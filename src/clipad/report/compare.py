@@ -124,3 +124,75 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(flat)
+
+
+# ---------------------------------------------------------------- methods side by side (the papers' layout)
+METRIC_GROUPS = {  # one cell per (dataset, group): the values in this order, as the papers' tables pair them
+    "image AUROC, AP, F1max": ("image_auroc", "image_ap", "image_f1max"),
+    "pixel AUROC, AP, F1max, AUPRO": ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"),
+}
+MODEL_OVERRIDE = re.compile(r"^model=(\S+)$")
+
+
+def run_config(run_dir: Path) -> dict:
+    """The resolved config clipad wrote into the run dir (config.yaml), or Hydra's copy; {} when neither."""
+    for file in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if file.is_file():
+            return yaml.safe_load(file.read_text()) or {}
+    return {}
+
+
+def run_method(run_dir: Path) -> str | None:
+    """model.name of the run (its config), else a `model=X` override, else None."""
+    name = (run_config(run_dir).get("model") or {}).get("name")
+    if name:
+        return str(name)
+    matches = [MODEL_OVERRIDE.match(o) for o in run_overrides(run_dir).split()]
+    return next((m.group(1) for m in matches if m), None)
+
+
+def random_backbone(run_dir: Path) -> bool:
+    backbone = run_config(run_dir).get("backbone") or {}
+    return bool(backbone) and not backbone.get("pretrained") and not backbone.get("checkpoint")
+
+
+def method_columns(dirs: list[Path]) -> dict[str, Path]:
+    """Column label -> run dir, one per run; runs of the same method are told apart by their other overrides."""
+    methods = [(run_method(d) or d.name, d) for d in dirs]
+    counts = {m: sum(m == other for other, _ in methods) for m, _ in methods}
+    columns: dict[str, Path] = {}
+    for method, run_dir in methods:
+        label = method
+        if counts[method] > 1:
+            rest = " ".join(o for o in run_overrides(run_dir).split() if not MODEL_OVERRIDE.match(o))
+            label = f"{method} ({rest or run_dir.name})"
+        while label in columns:
+            label = f"{label} [{run_dir.name}]"
+        columns[label] = run_dir
+    return columns
+
+
+def method_table(paths: list[Path]) -> str | None:
+    """Markdown: one row per (dataset, metric group), one column per method; None unless several methods ran.
+
+    Datasets (and domains of several datasets) in first-seen order; a method without a dataset shows "-".
+    """
+    dirs = run_dirs(paths)
+    if len({run_method(d) for d in dirs}) < 2:
+        return None
+    columns = method_columns(dirs)
+    summaries = {label: summary_columns(ResultsTable.from_csv(d / RESULTS_FILE)) for label, d in columns.items()}
+    datasets = list(dict.fromkeys(key.rsplit("/", 1)[0] for summary in summaries.values() for key in summary))
+    lines = ["| dataset | metrics | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for dataset in datasets:
+        for group, metrics in METRIC_GROUPS.items():
+            cells = []
+            for summary in summaries.values():
+                values = [summary.get(f"{dataset}/{metric}") for metric in metrics]
+                cells.append("-" if all(v is None for v in values) else ", ".join(_cell(v) for v in values))
+            lines.append(f"| {dataset} | {group} | " + " | ".join(cells) + " |")
+    notes = ["Methods side by side, metrics in percent (mean over classes); F1max is an oracle-threshold figure."]
+    random = [label for label, d in columns.items() if random_backbone(d)]
+    if random:
+        notes.append(f"Random backbone in {', '.join(random)}: these numbers say nothing about the methods.")
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
