@@ -12,6 +12,7 @@ from clipad.cli import summary as summary_cli
 from clipad.cli.hydra_setup import compose_config
 from clipad.cli.train import train
 from clipad.data.batch import Batch
+from clipad.data.datamodule import AnomalyDataModule
 from clipad.models.adaptclip.scoring import BranchOutput
 from clipad.models.anomalyclip.convert import reference_layout
 from clipad.models.anomalyclip.loss import anomalyclip_loss
@@ -141,3 +142,16 @@ def test_trains_on_synthetic_data_and_checkpoints_only_the_prompts(tmp_path, syn
 def test_bad_prompt_shapes_are_refused(key, value):
     with pytest.raises(ValueError, match=key):
         tiny_module(f"{key}={value}")
+
+
+@pytest.mark.parametrize("target, trains_on, tests", [("visa", ["mvtec"], 13), ("mvtec", ["visa"], 1)])
+def test_paper_experiment_is_the_reference_recipe(target, trains_on, tests, tmp_path):
+    cfg = compose_config("train", ["experiment=anomalyclip_paper", f"data={target}", f"paths.data_dir={tmp_path}"])
+    model = cfg.model
+    assert (model.name, model.max_epochs, model.batch_size, model.seed, cfg.backbone.image_size) == (
+        "anomalyclip", 15, 8, 111, 518)
+    assert (model.optimizer.lr, list(model.optimizer.betas), model.temperature) == (0.001, [0.5, 0.999], 0.07)
+    assert (model.quick_gelu, model.pos_embed_interp, model.round_deep_prompts_fp16) == (True, "bilinear", False)
+    datamodule = AnomalyDataModule.from_config(cfg)
+    assert [s.name for s in datamodule._train] == trains_on and datamodule.train_split == "test"
+    assert len(datamodule._targets) == tests and datamodule._val is None  # no validation: epoch 15 is kept
