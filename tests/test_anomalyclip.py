@@ -57,7 +57,8 @@ def test_vit_l14_336_count_structure_and_reference_checkpoint_layout(capsys, mon
 
 def test_sentences_end_where_the_sheet_says_and_prompts_land_in_their_slots():
     module = tiny_module("model.context_tokens=6", "model.deep_prompt_length=2")
-    assert module._token_ids.argmax(dim=-1).tolist() == [9, 10]  # SOT + 6 X + ("damaged") "object" "." + EOT
+    # SOT + 6 X + ("damaged") "object" "." + EOT
+    assert module.sentence_token_ids.argmax(dim=-1).tolist() == [9, 10]
     assert len(module.prompts.deep) == 3  # depth 9 capped at the tiny text tower's 4 blocks: blocks 1..3
     writer = PromptWriter(module.prompts, module.backbone.clip.positional_embedding)
     x = torch.randn(2, 11, module.backbone.text_width)

@@ -33,7 +33,7 @@ def _fail(message: str) -> NoReturn:
 def reference_layout(module: AnomalyCLIPModule) -> dict[str, tuple[int, ...]]:
     """Key -> shape of everything but the dead projections, for a module of this configuration."""
     prompts, n = module.prompts, module.prompts.context_tokens
-    width, length = module.backbone.text_width, module.backbone.tokenize(list(_sentences(module))).shape[1]
+    width, length = module.backbone.text_width, module.sentence_token_ids.shape[1]
     layout: dict[str, tuple[int, ...]] = {}
     for name in SENTENCES:
         layout[f"ctx_{name}"] = (1, 1, n, width)
@@ -61,13 +61,14 @@ def _dead_projections(state: Mapping[str, torch.Tensor], text_width: int) -> int
 @torch.no_grad()
 def _check_buffers(state: Mapping[str, torch.Tensor], module: AnomalyCLIPModule) -> None:
     """The stored token ids and token embeddings must equal the configured CLIP's for the two sentences."""
-    token_ids = module.backbone.tokenize(list(_sentences(module)))
+    token_ids = module.sentence_token_ids
     embeddings = module.backbone.clip.token_embedding(token_ids.to(module.backbone.clip.token_embedding.weight.device))
     n = module.prompts.context_tokens
     for row, name in enumerate(SENTENCES):
         stored_ids = state[f"tokenized_prompts_{name}"].reshape(-1).long().cpu()
         if not torch.equal(stored_ids, token_ids[row].long()):
-            raise ValueError(f"tokenized_prompts_{name} is not the token ids of {_sentences(module)[row]!r}: "
+            sentence = prompt_sentences(module.prompts.context_tokens)[row]
+            raise ValueError(f"tokenized_prompts_{name} is not the token ids of {sentence!r}: "
                              "the checkpoint was trained with other sentences")
         for key, expected in ((f"token_prefix_{name}", embeddings[row, :1]),
                               (f"token_suffix_{name}", embeddings[row, 1 + n :])):
@@ -79,10 +80,6 @@ def _check_buffers(state: Mapping[str, torch.Tensor], module: AnomalyCLIPModule)
                     "the checkpoint was trained on another CLIP; choose its backbone (backbone=..., "
                     "backbone.pretrained/checkpoint)"
                 )
-
-
-def _sentences(module: AnomalyCLIPModule) -> tuple[str, str]:
-    return prompt_sentences(module.prompts.context_tokens)
 
 
 def convert_anomalyclip(checkpoint: Mapping, module: AnomalyCLIPModule) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -48,7 +48,7 @@ class AnomalyCLIPModule(AnomalyModule):
         self.temperature = float(model_cfg.temperature)
         self.segmentation_weight = float(model_cfg.segmentation_weight)
         self.round_deep_to_fp16 = bool(model_cfg.get("round_deep_prompts_fp16", False))
-        self._token_ids = self._sentence_tokens()
+        self.sentence_token_ids = self._sentence_tokens()  # [2, 77]: normal, anomalous
         self._text_cache: torch.Tensor | None = None
 
     def _deep_prompt_depth(self, depth: int) -> int:
@@ -86,7 +86,7 @@ class AnomalyCLIPModule(AnomalyModule):
         if caching and self._text_cache is not None:
             return self._text_cache
         hook = PromptWriter(self.prompts, self.backbone.clip.positional_embedding, self.round_deep_to_fp16)
-        text = F.normalize(self.backbone.encode_text(self._token_ids, before_block=hook).float(), dim=-1)
+        text = F.normalize(self.backbone.encode_text(self.sentence_token_ids, before_block=hook).float(), dim=-1)
         if caching:
             self._text_cache = text
         return text
