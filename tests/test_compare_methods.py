@@ -24,10 +24,11 @@ def table_rows(markdown: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if not line.startswith("|---")]
 
 
-def test_the_multirun_gives_one_table_with_every_method(tmp_path, synthetic_data_dir):
+def test_the_multirun_gives_one_table_with_every_method(tmp_path, synthetic_data_dir, capsys):
     sweep = tmp_path / "sweep"
     run([str(REPO / "train.py"), *FAST, f"hydra.sweep.dir={sweep}"], synthetic_data_dir, tmp_path)
-    report = run(["-m", "clipad.report", str(sweep)], synthetic_data_dir, tmp_path).stdout
+    report_main([str(sweep)])  # in this process: the command itself is tested in test_scale_out
+    report = capsys.readouterr().out
     header, *rows = table_rows(report)
     assert header == ["dataset", "metrics", *METHODS]
     assert [row[:2] for row in rows] == [["synthetic_medical", "image AUROC, AP, F1max"],
