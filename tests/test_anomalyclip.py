@@ -156,3 +156,24 @@ def test_paper_experiment_is_the_reference_recipe(target, trains_on, tests, tmp_
     datamodule = AnomalyDataModule.from_config(cfg)
     assert [s.name for s in datamodule._train] == trains_on and datamodule.train_split == "test"
     assert len(datamodule._targets) == tests and datamodule._val is None  # no validation: epoch 15 is kept
+
+
+def test_text_features_equal_a_literal_pass_over_all_77_positions():
+    """The reference's text pass written out: embeddings with the context spliced in, + positional embedding,
+    full 77-token causal pass with deep prompts overwriting positions 1..4 before blocks 1..3, EOT pooling."""
+    module = tiny_module("model.deep_prompt_length=4")
+    clip, prompts = module.backbone.clip, module.prompts
+    ids = module.sentence_token_ids
+    with torch.no_grad():
+        embedded = clip.token_embedding(ids)
+        context = torch.stack([prompts.ctx_normal, prompts.ctx_anomalous])
+        x = torch.cat([embedded[:, :1], context, embedded[:, 13:]], dim=1) + clip.positional_embedding
+        for index, block in enumerate(clip.transformer.resblocks):
+            if 1 <= index <= len(prompts.deep):
+                x = torch.cat([x[:, :1], prompts.deep[index - 1].expand(2, -1, -1), x[:, 5:]], dim=1)
+            x = block(x, attn_mask=clip.attn_mask)
+        pooled = clip.ln_final(x)[torch.arange(2), ids.argmax(dim=-1)] @ clip.text_projection
+        expected = F.normalize(pooled, dim=-1)
+        # The backbone stops after the longest sentence's EOT (the causal mask hides later positions), so the
+        # attention runs over 17 instead of 77 keys: same values, other summation lengths, hence 1e-6.
+        torch.testing.assert_close(module.text_features(), expected, atol=1e-6, rtol=0)
