@@ -31,7 +31,7 @@ def save_inspection_figure(path: Path, preview: np.ndarray, anomaly_map: np.ndar
     heat = axes[1].imshow(anomaly_map, cmap="jet", alpha=0.5, vmin=low, vmax=high)
     if mask.any() and not mask.all():  # a contour needs both sides
         axes[1].contour(mask.astype(np.float32), levels=[0.5], colors=OUTLINE_COLOUR, linewidths=1.2)
-    axes[1].set_title(f"overlay, predicted defect outlined ({mask.mean():.1%} of pixels)", fontsize=9)
+    axes[1].set_title("overlay, predicted defect outlined", fontsize=9)
     bar = fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
     bar.set_label(scale_label(scaling, low, high), fontsize=7)
     for ax in axes:

@@ -73,11 +73,13 @@ class Inspector:
             for index, image in enumerate(result.images):
                 decision = decision_word(image.score, chosen.image)
                 score_text = SCORE_FORMAT.format(image.score)
-                title = f"{model.label}: {Path(image.name).name}  score {score_text} -> {decision}"
+                mask = options.mask_of(image.anomaly_map)
+                title = (f"{model.label}: {Path(image.name).name}  score {score_text} -> {decision}, "
+                         f"defect outline {mask.mean():.1%} of pixels")
                 name = f"{model.label}/{index:03d}_{Path(image.name).name}.png"
                 colours = display_range(image.anomaly_map, self.scaling, request_high, request_low)
-                figure = save_inspection_figure(folder / name, image.preview, image.anomaly_map,
-                                                options.mask_of(image.anomaly_map), title, colours, self.scaling)
+                figure = save_inspection_figure(folder / name, image.preview, image.anomaly_map, mask, title, colours,
+                                                self.scaling)
                 figures[name] = figure
                 gallery.append((str(figure), title))
                 scores.append(score_text)
