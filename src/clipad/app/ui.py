@@ -42,7 +42,7 @@ def chosen_images(uploads: list[str] | None, folder: str) -> tuple[list[Path], l
 def slider_pair(model: AppModel, class_name: str) -> tuple[gr.Slider, gr.Slider, gr.Checkbox]:
     image, pixel, calibrated, source = model.start_thresholds(class_name)
     # calibrated pixel thresholds are in the metrics' units (0-1); raw few-shot maps reach 4/3
-    pixel_max = 1.0 if calibrated or not model.few_shot else FEW_SHOT_UNCLAMPED_MAP_MAX
+    pixel_max = 1.0 if calibrated or not model.few_shot else round(FEW_SHOT_UNCLAMPED_MAP_MAX, 4)
     return (
         gr.Slider(0.0, 1.0, value=image, step=0.0001, label=f"{model.label}: image threshold ({source})",
                   elem_id=f"threshold_{model.label}"),
@@ -79,7 +79,7 @@ def build_page(inspector: Inspector, class_name: str | None) -> gr.Blocks:
                 with gr.Column():
                     sliders.append(slider_pair(model, start_class))
                     galleries.append(gr.Gallery(label=f"{model.label}: {model.ckpt_path.name}", columns=1,
-                                                object_fit="contain", height="auto", format="png",
+                                                object_fit="contain", preview=True, height=520, format="png",
                                                 elem_id=f"gallery_{model.label}"))
         table = gr.Dataframe(label="scores", interactive=False, elem_id="scores")
         with gr.Row():
