@@ -17,11 +17,13 @@ import clipad
 from clipad.app.checks import SCALINGS as APP_SCALINGS
 from clipad.app.inspection import Inspector, Thresholds
 from clipad.app.models import load_app_model
+from clipad.app.references import chosen_reference_files
 from clipad.app.scoring import score_images
 from clipad.calibration.thresholds import ClassThreshold, DecisionThresholds
 from clipad.cli.checkpoint import save_clipad_checkpoint
 from clipad.cli.hydra_setup import compose_config
 from clipad.cli.predict import predict
+from clipad.errors import ConfigError
 from clipad.models.registry import build_module
 from clipad.report.heatmaps import SCALINGS
 
@@ -186,3 +188,13 @@ def test_config_mistakes_exit_2_with_one_line_before_torch_loads(workspace, tmp_
     assert len(errors) == 1 and errors[0].startswith("error: ") and fragment in errors[0], errors
     imported = set(re.findall(r"^import time:.*\|\s+(\w+)$", result.stderr, re.MULTILINE))
     assert "hydra" in imported and not imported & {"torch", "gradio", "lightning"}
+
+
+def test_reference_choice_uploads_first_else_a_folders_first_k(workspace):
+    uploads = sorted((workspace / "normal_b").iterdir())
+    assert chosen_reference_files(uploads, str(workspace / "normal_a"), 1) == uploads
+    assert chosen_reference_files([], str(workspace / "images"), 2) == sorted((workspace / "images").iterdir())[:2]
+    assert chosen_reference_files([], str(workspace / "images"), None) == sorted((workspace / "images").iterdir())
+    assert chosen_reference_files([], "  ", 2) == []
+    with pytest.raises(ConfigError, match="references: 5 images asked, .* holds 3"):
+        chosen_reference_files([], str(workspace / "images"), 5)
