@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipad.calibration.thresholds import ClassThreshold
 from clipad.cli.checkpoint import describe_model, read_checkpoint
-from clipad.cli.predict import attach_normal_prompts, calibrated_threshold, load_module, model_input
+from clipad.cli.inference import attach_normal_prompts, calibrated_threshold, load_module, model_input
 from clipad.data.transforms import SampleTransform
 from clipad.models.base import AnomalyModule
 

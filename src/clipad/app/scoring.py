@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from clipad.app.models import AppModel
-from clipad.cli.predict import batch_of
+from clipad.cli.inference import batch_of
 from clipad.cli.predict_inputs import ImageFileDataset, collate_images
 from clipad.cli.predict_outputs import resized_map
 

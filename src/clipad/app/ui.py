@@ -18,7 +18,7 @@ from clipad.app.inspection import Inspector, Scored, Thresholds  # noqa: E402
 from clipad.app.models import AppModel, load_app_model  # noqa: E402
 from clipad.app.references import chosen_reference_files  # noqa: E402
 from clipad.cli.hydra_setup import command_line_overrides  # noqa: E402
-from clipad.cli.predict import resolve_device  # noqa: E402
+from clipad.cli.inference import resolve_device  # noqa: E402
 from clipad.cli.predict_inputs import list_input_images  # noqa: E402
 from clipad.errors import ClipadError  # noqa: E402
 from clipad.models.adaptclip.fusion import FEW_SHOT_UNCLAMPED_MAP_MAX  # noqa: E402
