@@ -1,8 +1,9 @@
 """The app in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by selenium.
 
-The app runs as a user starts it (python -m clipad.app) on a tiny checkpoint, on a free localhost port. The page
-gets an uploaded image; its score must equal predict's for the same image, the overlay must be shown, and every
-resource the page loaded must come from the app itself (offline: no CDN, no analytics).
+The app runs as a user starts it (python -m clipad.app) on a tiny checkpoint and a thresholds file, on a free
+localhost port. The page gets an uploaded image; its score must equal predict's for the same image, the decision
+follow the file's threshold, the overlay and the downloads be shown, and every resource the page loaded come from
+the app itself (offline: no CDN, no analytics).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_app import read_rows, tiny_checkpoint, write_images  # noqa: E402
 
 import clipad  # noqa: E402
+from clipad.calibration.thresholds import ClassThreshold, DecisionThresholds  # noqa: E402
 from clipad.cli.hydra_setup import compose_config  # noqa: E402
 from clipad.cli.predict import predict  # noqa: E402
 
@@ -108,7 +110,10 @@ def browser():
 def test_uploaded_image_is_scored_as_predict_scores_it_and_its_overlay_shown(tmp_path, browser):
     ckpt = tiny_checkpoint(tmp_path, "adaclip")  # the demo's model and data classes, at 112 px
     image = write_images(tmp_path / "images", 1, seed=3)[0]
-    app = AppProcess(f"ckpt_path={ckpt}", f"port={free_port()}", f"output_dir={tmp_path / 'app'}", cwd=tmp_path)
+    thresholds = DecisionThresholds(rule="fixed", fallback=ClassThreshold(0.25, None),
+                                    classes={"synthetic": {"brick": ClassThreshold(0.625, 0.5)}}).write(tmp_path / "t.json")
+    app = AppProcess(f"ckpt_path={ckpt}", f"thresholds={thresholds}", f"port={free_port()}",
+                     f"output_dir={tmp_path / 'app'}", cwd=tmp_path)
     try:
         # predict's score while the app starts: the same image and object word (the first checkpoint class)
         summary = predict(compose_config("predict", [f"ckpt_path={ckpt}", f"input={image}", "class_name=brick",
@@ -129,12 +134,17 @@ def test_uploaded_image_is_scored_as_predict_scores_it_and_its_overlay_shown(tmp
         shown = float(row.group(1))
         # scores.csv keeps 6 significant digits (<= 5e-7 off), the page 8 decimals; both scored the image alone
         assert abs(shown - expected) <= 1e-6, (shown, expected)
-        assert row.group(2) == ("fail" if shown >= 0.5 else "pass")  # the slider starts at 0.5
+        # the slider starts at the thresholds file's entry for brick, and decides
+        assert browser.find_element(By.CSS_SELECTOR, "#threshold_A input[type=number]").get_attribute("value") == "0.625"
+        assert row.group(2) == ("fail" if shown >= 0.625 else "pass")
         overlays = wait.until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('#gallery_A img')].filter(i => i.complete && i.naturalWidth > 400)"
             ".map(i => i.src)"))
         assert overlays and all(src.startswith(url) for src in overlays), overlays
         assert "scored 1 images" in browser.find_element(By.ID, "status").text
+        downloads = [browser.find_element(By.CSS_SELECTOR, f"#{name} a").get_attribute("href")
+                     for name in ("scores_csv", "overlays_zip")]
+        assert [Path(href).name for href in downloads] == ["scores.csv", "overlays.zip"], downloads
         resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         foreign = [r for r in resources if not r.startswith(url) and not r.startswith(("data:", "blob:"))]
         assert resources and not foreign, foreign
