@@ -100,12 +100,13 @@ def build_page(inspector: Inspector, class_name: str | None) -> gr.Blocks:
 
         def score(files, folder_path, object_name, reference_files, references_path, count, *values):
             started = time.perf_counter()
+            object_name = str(object_name or start_class)
             try:
                 paths, names = chosen_images(files, folder_path)
                 references = chosen_reference_files([Path(p) for p in reference_files or []], references_path or "",
                                                     int(count) if count else None)
                 builds = inspector.references.builds
-                scored = inspector.score(paths, names, str(object_name or start_class), references)
+                scored = inspector.score(paths, names, object_name, references)
             except ClipadError as error:
                 raise gr.Error(str(error)) from error
             results = scored.results[0]
