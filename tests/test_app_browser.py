@@ -2,12 +2,13 @@
 
 The app runs as a user starts it (python -m clipad.app) on a tiny checkpoint and a thresholds file, on a free
 localhost port. The page gets an uploaded image; its score must equal predict's for the same image, the decision
-follow the file's threshold, the overlay and the downloads be shown, and every resource the page loaded come from
-the app itself (offline: no CDN, no analytics).
+follow the file's threshold and then a typed one, the overlay and the downloads be shown, and every resource the
+page loaded come from the app itself (offline: no CDN, no analytics).
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_app import read_rows, tiny_checkpoint, write_images  # noqa: E402
 
@@ -148,6 +150,13 @@ def test_uploaded_image_is_scored_as_predict_scores_it_and_its_overlay_shown(tmp
         resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         foreign = [r for r in resources if not r.startswith(url) and not r.startswith(("data:", "blob:"))]
         assert resources and not foreign, foreign
+        # a threshold typed on the other side of the score flips the decision, without scoring again
+        flipped = math.floor(shown * 1e4) / 1e4 if row.group(2) == "pass" else math.ceil(shown * 1e4) / 1e4 + 1e-4
+        box = browser.find_element(By.CSS_SELECTOR, "#threshold_A input[type=number]")
+        box.clear()
+        box.send_keys(f"{flipped:.4f}", Keys.ENTER)
+        other = {"pass": "fail", "fail": "pass"}[row.group(2)]
+        wait.until(lambda d: re.search(rf"{row.group(1)}\s+{other}", d.find_element(By.ID, "scores").text))
         assert browser.save_screenshot(str(tmp_path / "app.png"))
     finally:
         app.stop()

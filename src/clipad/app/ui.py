@@ -135,7 +135,9 @@ def build_page(inspector: Inspector, class_name: str | None) -> gr.Blocks:
                   concurrency_limit=1, concurrency_id=f"forward on {models[0].device}")
         for image_slider, pixel_slider, _ in sliders:
             for slider in (image_slider, pixel_slider):
-                slider.release(redraw, [scored_state, *slider_inputs], view_outputs)
+                # typed values and drags alike; while a redraw runs, only the latest pending value is drawn next
+                slider.change(redraw, [scored_state, *slider_inputs], view_outputs, trigger_mode="always_last",
+                              show_progress="minimal")
         chosen_class.change(class_thresholds, chosen_class, slider_inputs)
     return page
 
