@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo test bench lint clean
+.PHONY: help install demo app test bench lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,13 +16,20 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision first, pinned to the pair on this machine's disk (a looser range can pull GBs).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,export,sweep,logging]'
+	$(PY) -m pip install -q -e '.[dev,export,sweep,logging,app]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install clipad with all extras (idempotent)
 
 demo: $(STAMP)  ## offline end-to-end run: synthetic data, tiny random backbone, train + zero-shot test
 	$(PY) train.py experiment=demo
+
+# The newest checkpoint `make demo` left (outputs/demo/<run>/checkpoints/last.ckpt); APP_ARGS adds options.
+DEMO_CKPT = $(shell ls -t outputs/demo/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
+
+app: $(STAMP)  ## inspection app in the browser on the newest `make demo` checkpoint (APP_ARGS='port=...')
+	@test -n "$(DEMO_CKPT)" || { echo "make app: no outputs/demo/*/checkpoints/last.ckpt: run make demo first" >&2; exit 2; }
+	$(PY) -m clipad.app ckpt_path=$(DEMO_CKPT) $(APP_ARGS)
 
 test: $(STAMP)  ## run the test suite (no network, no pretrained weights)
 	$(PY) -m pytest -q

@@ -20,7 +20,7 @@ from clipad.calibration.calibrate import BootstrapSpread, bootstrap_false_reject
 from clipad.calibration.scoring import GroupScores, score_batches
 from clipad.calibration.thresholds import RULES, ClassThreshold, DecisionThresholds
 from clipad.cli.hydra_setup import command_line_overrides
-from clipad.cli.predict import PREDICT_DATASET, batch_of, load_module, model_input, resolve_device
+from clipad.cli.inference import PREDICT_DATASET, batch_of, load_module, model_input, resolve_device
 from clipad.cli.predict_inputs import ImageFileDataset, collate_images, list_input_images
 from clipad.cli.shot_grid import set_point
 from clipad.data.bad_inputs import BadInput, BadInputLog

@@ -1,5 +1,5 @@
-"""The Hydra mains of train.py, evaluate.py, `python -m clipad.predict` and `python -m clipad.calibrate`, light to
-import.
+"""The Hydra mains of train.py, evaluate.py, `python -m clipad.predict`, `python -m clipad.calibrate` and
+`python -m clipad.app`, light to import.
 
 Each composes and checks its config (clipad.cli.hydra_setup) before it imports torch, lightning and the
 models: a config mistake is reported in about a second, not after the ~7 s those imports take.
@@ -43,3 +43,13 @@ def calibrate_main(cfg: DictConfig) -> None:
     from clipad.cli.calibrate import calibrate
 
     calibrate(cfg)
+
+
+@hydra_entry("app")
+def app_main(cfg: DictConfig) -> None:
+    from clipad.app.checks import check_app_config
+
+    check_app_config(cfg)  # before torch and Gradio load
+    from clipad.app.ui import run_app
+
+    run_app(cfg)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from clipad.cli.hydra_setup import compose_config, reporting_errors
-from clipad.cli.predict import attach_normal_prompts, load_module, model_input
+from clipad.cli.inference import attach_normal_prompts, load_module, model_input
 from clipad.onnx_export import compare_with_torch, export_onnx, text_depends_on_image
 
 
