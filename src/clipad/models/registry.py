@@ -12,6 +12,7 @@ MODULES = {
     "clip": "clipad.models.clip_baseline:ClipBaselineModule",
     "adaclip": "clipad.models.adaclip.module:AdaCLIPModule",
     "adaptclip": "clipad.models.adaptclip.module:AdaptCLIPModule",
+    "winclip": "clipad.models.winclip.module:WinCLIPModule",
 }
 
 

@@ -1,0 +1,36 @@
+"""The three kinds of WinCLIP image features: image embedding, window embeddings per scale, patch tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clipad.backbone import ClipBackbone
+from clipad.models.winclip.windows import embedded_tokens, run_blocks, window_embeddings, window_indices
+
+
+@dataclass
+class WinCLIPFeatures:
+    image: torch.Tensor  # [B, D]: ln_post(CLS) @ proj of the whole image
+    windows: dict[int, torch.Tensor]  # scale -> [B, n_windows, D]
+    patches: torch.Tensor  # [B, N, width]: last-layer patch tokens after ln_post, not projected
+
+
+class WindowEncoder:
+    """WinCLIPFeatures of images, for one backbone and set of window scales (index sets built once)."""
+
+    def __init__(self, backbone: ClipBackbone, scales: tuple[int, ...], max_sequences: int) -> None:
+        if max_sequences < 1:
+            raise ValueError(f"model.window_batch={max_sequences} must be >= 1 (window sequences per pass)")
+        self.backbone = backbone
+        self.max_sequences = max_sequences
+        self.indices = {s: window_indices(backbone.grid, s) for s in scales}
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> WinCLIPFeatures:
+        backbone = self.backbone
+        tokens = embedded_tokens(backbone, images)
+        full = run_blocks(backbone, tokens)
+        windows = {s: window_embeddings(backbone, tokens, idx, self.max_sequences) for s, idx in self.indices.items()}
+        return WinCLIPFeatures(image=backbone.project(full[:, 0]), windows=windows,
+                               patches=backbone.clip.visual.ln_post(full[:, 1:]))
