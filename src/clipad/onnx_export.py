@@ -140,8 +140,8 @@ def export_graph(module: AnomalyModule, class_name: str, fixed_batch: int | None
     module.eval()
     if name == "adaptclip":
         return AdaptCLIPGraph(module, class_name).eval()
-    if name not in ("clip", "adaclip"):
-        raise ValueError(f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip)")
+    if name not in ("clip", "adaclip", "winclip"):
+        raise ValueError(f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip, winclip)")
     graph = SingleClassGraph(module, class_name, fixed_batch).eval()
     size = module.backbone.image_size
     with torch.no_grad():  # fills the module's text cache before tracing
