@@ -47,7 +47,10 @@ def window_embeddings(
     patches = tokens[:, 1:][:, indices.to(tokens.device)]  # [B, n_windows, s*s, width]
     cls = tokens[:, :1].unsqueeze(1).expand(-1, n_windows, -1, -1)
     sequences = torch.cat([cls, patches], dim=2).flatten(0, 1)  # [B * n_windows, 1 + s*s, width]
-    embedded = [backbone.project(run_blocks(backbone, chunk)[:, 0]) for chunk in sequences.split(max_sequences)]
+    # A traced graph (ONNX export) runs all windows in one pass: split sizes traced for one batch size would
+    # not fit another.
+    chunks = [sequences] if torch.jit.is_tracing() else sequences.split(max_sequences)
+    embedded = [backbone.project(run_blocks(backbone, chunk)[:, 0]) for chunk in chunks]
     return torch.cat(embedded).reshape(batch, n_windows, -1)
 
 
@@ -58,7 +61,8 @@ def harmonic_spread(window_scores: torch.Tensor, indices: torch.Tensor, num_patc
     """
     indices = indices.to(window_scores.device)
     flat = indices.reshape(-1)
-    counts = torch.bincount(flat, minlength=num_patches).to(window_scores.dtype)
+    # scatter_add rather than bincount: the ONNX exporter has no bincount
+    counts = window_scores.new_zeros(num_patches).scatter_add(0, flat, window_scores.new_ones(flat.shape))
     reciprocal = (1.0 / window_scores).unsqueeze(-1).expand(-1, -1, indices.shape[1]).flatten(1)
     sums = window_scores.new_zeros(window_scores.shape[0], num_patches)
     sums = sums.scatter_add(1, flat.unsqueeze(0).expand(window_scores.shape[0], -1), reciprocal)
