@@ -28,7 +28,7 @@ class WinCLIPModule(AnomalyModule):
         scales = tuple(int(s) for s in model_cfg.get("scales", (2, 3)))
         if not scales or len(set(scales)) != len(scales):
             raise ConfigError(f"model.scales={list(scales)} must be distinct window sizes in patches, e.g. [2, 3]")
-        self.encoder = WindowEncoder(self.backbone, scales, int(model_cfg.get("window_batch", 4096)))
+        self.encoder = WindowEncoder(self.backbone, scales, int(model_cfg.get("window_batch", 1024)))
         self.temperature = float(model_cfg.get("temperature", 0.07))
         self.shots = int(self.cfg.get("shots") or 0)
         self.few_shot_seed = int(self.cfg.get("few_shot_seed") or 0)
