@@ -42,7 +42,8 @@ def test_evaluate_and_calibrate_a_config_only_checkpoint(checkpoint, tmp_path, s
             rows = [r for r in csv.DictReader(f) if r["level"] == "class"]
         assert sorted(r["class"] for r in rows) == ["phantom", "retina"] and all(r["pixel_auroc"] for r in rows)
     thresholds = calibrate(compose_config("calibrate", [f"ckpt_path={checkpoint}", data, *SMALL, "shots=1",
-                                                        "bootstrap_draws=5", f"output={tmp_path / 't.json'}"]),
+                                                        "bootstrap_draws=5", f"output={tmp_path / 't.json'}",
+                                                        f"paths.output_dir={tmp_path / 'calibrate'}"]),
                            overrides=[])
     assert set(thresholds.classes["synthetic_medical"]) == {"retina", "phantom"}
 
