@@ -11,6 +11,7 @@ from clipad.cli.hydra_setup import compose_config
 from clipad.cli.summary import summary_lines
 from clipad.cli.train import train
 from clipad.data.batch import Batch
+from clipad.errors import ConfigError
 from clipad.models.prompt_states import NORMAL_STATES
 from clipad.models.registry import build_module, build_module_structure
 from clipad.models.winclip.features import WindowEncoder
@@ -206,3 +207,10 @@ def test_train_only_tests_at_shots_0_and_1_on_synthetic_data(tmp_path, synthetic
         means[shots] = [r["pixel_auroc"] for r in rows]
     assert means[0] != means[1]  # the memory changes the maps
     assert (tmp_path / "few_shot_prompts_shots1_seed10.json").is_file()
+
+
+def test_window_settings_that_cannot_work_are_config_errors():
+    with pytest.raises(ConfigError, match=r"model.scales=\[2, 8\] .* 7x7 patch grid"):
+        tiny_module("model.scales=[2,8]")
+    with pytest.raises(ConfigError, match="model.window_batch=0"):
+        tiny_module("model.window_batch=0")

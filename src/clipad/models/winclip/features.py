@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from clipad.backbone import ClipBackbone
+from clipad.errors import ConfigError
 from clipad.models.winclip.windows import embedded_tokens, run_blocks, window_embeddings, window_indices
 
 
@@ -21,7 +22,11 @@ class WindowEncoder:
 
     def __init__(self, backbone: ClipBackbone, scales: tuple[int, ...], max_sequences: int) -> None:
         if max_sequences < 1:
-            raise ValueError(f"model.window_batch={max_sequences} must be >= 1 (window sequences per pass)")
+            raise ConfigError(f"model.window_batch={max_sequences} must be >= 1 (window sequences per pass)")
+        rows, cols = backbone.grid
+        if not scales or len(set(scales)) != len(scales) or not all(1 <= s <= min(rows, cols) for s in scales):
+            raise ConfigError(f"model.scales={list(scales)} must be distinct window sizes in patches that fit the "
+                              f"{rows}x{cols} patch grid of backbone.image_size={backbone.image_size}, e.g. [2, 3]")
         self.backbone = backbone
         self.max_sequences = max_sequences
         self.indices = {s: window_indices(backbone.grid, s) for s in scales}

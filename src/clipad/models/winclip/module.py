@@ -26,8 +26,6 @@ class WinCLIPModule(AnomalyModule):
         super().__init__(cfg, device)
         model_cfg = self.cfg.model
         scales = tuple(int(s) for s in model_cfg.get("scales", (2, 3)))
-        if not scales or len(set(scales)) != len(scales):
-            raise ConfigError(f"model.scales={list(scales)} must be distinct window sizes in patches, e.g. [2, 3]")
         self.encoder = WindowEncoder(self.backbone, scales, int(model_cfg.get("window_batch", 1024)))
         self.temperature = float(model_cfg.get("temperature", 0.07))
         self.shots = int(self.cfg.get("shots") or 0)
@@ -110,7 +108,7 @@ class WinCLIPModule(AnomalyModule):
     @torch.no_grad()
     def forward(self, batch: Batch) -> AnomalyOutput:
         features = self.encoder(batch.image)
-        text = torch.stack([self.text_features(name) for name in batch.prompt_name]).to(features.image.dtype)
+        text = torch.stack([self.text_features(name) for name in batch.prompt_name]).to(features.image)
         score, patch_map = zero_shot_scores(features, text, self.encoder.indices, self.temperature)
         if self.shots > 0:
             visual_map = self._few_shot_maps(features, batch)
