@@ -214,3 +214,29 @@ def test_window_settings_that_cannot_work_are_config_errors():
         tiny_module("model.scales=[2,8]")
     with pytest.raises(ConfigError, match="model.window_batch=0"):
         tiny_module("model.window_batch=0")
+
+
+class ReferencesByClass:
+    def __init__(self, images: dict[str, torch.Tensor]) -> None:
+        self.images = images
+
+    def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
+        return self.images[cls_name]
+
+
+def test_a_mixed_batch_matches_each_class_against_its_own_memory(module):
+    images = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    generator = torch.Generator().manual_seed(7)
+    references = {name: torch.randn(1, 3, SIZE, SIZE, generator=generator) for name in ("bottle", "screw")}
+    names = ["bottle", "screw", "bottle"]
+    mixed = batch_of(images)
+    mixed.cls_name, mixed.prompt_name = names, names
+    module.shots, module.prompt_source = 1, ReferencesByClass(references)
+    try:
+        together = module(mixed)
+        alone = [module(batch_of(images[i : i + 1], names[i])) for i in range(3)]
+    finally:
+        module.shots, module.prompt_source = 0, None
+    # Not ==: one image and three images per pass run different kernels, which round differently.
+    torch.testing.assert_close(together.score, torch.cat([o.score for o in alone]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together.anomaly_map, torch.cat([o.anomaly_map for o in alone]), atol=1e-5, rtol=1e-5)

@@ -16,6 +16,16 @@ class WinCLIPFeatures:
     windows: dict[int, torch.Tensor]  # scale -> [B, n_windows, D]
     patches: torch.Tensor  # [B, N, width]: last-layer patch tokens after ln_post, not projected
 
+    def select(self, rows: torch.Tensor) -> WinCLIPFeatures:
+        """The features of the images at `rows`."""
+        return WinCLIPFeatures(self.image[rows], {s: w[rows] for s, w in self.windows.items()}, self.patches[rows])
+
+    @classmethod
+    def concatenate(cls, parts: list[WinCLIPFeatures]) -> WinCLIPFeatures:
+        return cls(image=torch.cat([p.image for p in parts]),
+                   windows={s: torch.cat([p.windows[s] for p in parts]) for s in parts[0].windows},
+                   patches=torch.cat([p.patches for p in parts]))
+
 
 class WindowEncoder:
     """WinCLIPFeatures of images, for one backbone and set of window scales (index sets built once)."""

@@ -78,12 +78,7 @@ class WinCLIPModule(AnomalyModule):
         key = (dataset, cls_name, self.shots, self.few_shot_seed)
         if key not in self._memory_cache:
             images = self._reference_images(dataset, cls_name).to(self.device)
-            parts = [self.encoder(chunk) for chunk in images.split(REFERENCE_CHUNK)]
-            features = WinCLIPFeatures(
-                image=torch.cat([p.image for p in parts]),
-                windows={s: torch.cat([p.windows[s] for p in parts]) for s in self.encoder.indices},
-                patches=torch.cat([p.patches for p in parts]),
-            )
+            features = WinCLIPFeatures.concatenate([self.encoder(chunk) for chunk in images.split(REFERENCE_CHUNK)])
             self._memory_cache[key] = NormalMemory.from_features(features)
         return self._memory_cache[key]
 
@@ -100,9 +95,7 @@ class WinCLIPModule(AnomalyModule):
         maps = features.patches.new_empty(features.patches.shape[:2])
         for key in dict.fromkeys(keys):
             rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=maps.device)
-            subset = WinCLIPFeatures(features.image[rows], {s: w[rows] for s, w in features.windows.items()},
-                                     features.patches[rows])
-            maps[rows] = few_shot_map(subset, self.normal_memory(*key), self.encoder.indices)
+            maps[rows] = few_shot_map(features.select(rows), self.normal_memory(*key), self.encoder.indices)
         return maps
 
     @torch.no_grad()
