@@ -2,6 +2,7 @@
 
     python bench/model.py            # CPU: tiny and ViT-B-16 (random weights) at 224 px, batch 1 and 8
     python bench/model.py --quick    # CPU: tiny only, one timed run per case
+    python bench/model.py --backbones vit_b16_plus_240 --size 240 --cases "winclip 0-shot" "winclip 1-shot"
 
 The floor of every row group is a bare image-tower forward of the same backbone on the same input
 (`ClipBackbone.encode_image`, no grad); every other row is compared with it. With a GPU, ViT-L-14-336 at
@@ -39,11 +40,14 @@ from clipad.models.adaclip import module as _adaclip  # noqa: F401  (imported be
 from clipad.models.adaptclip import module as _adaptclip  # noqa: F401
 from clipad.models.base import backbone_from_config
 from clipad.models.registry import build_module
+from clipad.models.winclip import module as _winclip  # noqa: F401
 
 # Inference budgets relative to the floor (the issue's targets).
 TARGETS = {"adaclip": 2.5, "adaptclip 1-shot": 1.5, "adaptclip 0-shot": 1.3}
-CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaclip train", "adaptclip train")
-BACKBONES = {"tiny": "tiny", "vit_b16": "vit_b16", "vit_l14_336": "vit_l14_336"}
+CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaclip train", "adaptclip train",
+         "winclip 0-shot", "winclip 1-shot")
+BACKBONES = {"tiny": "tiny", "vit_b16": "vit_b16", "vit_l14_336": "vit_l14_336",
+             "vit_b16_plus_240": "vit_b16_plus_240"}
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,21 @@ class BenchPrompts:
         return self.images
 
 
+def winclip_case(case: str, setting: Setting) -> Callable[[], object]:
+    """WinCLIP (0-shot) / WinCLIP+ (1-shot): its cost is the window pass, one extra image-tower pass per
+    window (2x2 and 3x3, stride 1: 169 + 144 windows at 224 px / 16, 196 + 169 at 240 px), short sequences."""
+    module = build_module(config_for("winclip", setting), device=setting.device).to(setting.device).eval()
+    if case == "winclip 1-shot":
+        module.shots = 1
+        module.prompt_source = BenchPrompts(setting)  # the memory is built in the warm-up run, then cached
+    batch = random_batch(setting)
+    return lambda: module(batch)
+
+
 def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
     """The call to time, or a note why the case does not apply."""
+    if case.startswith("winclip"):
+        return winclip_case(case, setting)
     if case == "floor":
         backbone = backbone_from_config(config_for("clip", setting), device=setting.device)
         images = random_batch(setting).image

@@ -157,8 +157,8 @@ SMALL = ["backbone.image_size=112", "data=synthetic_medical", "data.classes=[ret
 def test_calibrate_then_evaluate_and_predict_with_decisions(tmp_path, synthetic_data_dir, capsys):
     ckpt = tiny_checkpoint(tmp_path, "clip")  # training-free baseline: a checkpoint without a fit
     data = f"paths.data_dir={synthetic_data_dir}"
-    thresholds = calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", data, *SMALL, "bootstrap_draws=20"]),
-                           overrides=[])
+    thresholds = calibrate(compose_config("calibrate", [f"ckpt_path={ckpt}", data, *SMALL, "bootstrap_draws=20",
+                                                        f"paths.output_dir={tmp_path / 'calibrate'}"]), overrides=[])
     out = capsys.readouterr().out
     assert (tmp_path / "thresholds.json").is_file()  # beside the checkpoint
     assert set(thresholds.classes["synthetic_medical"]) == {"retina", "phantom"}

@@ -10,7 +10,7 @@ from clipad.cli.report import main as report_main
 from clipad.metrics.results import METRIC_NAMES, ResultsTable
 from clipad.report.compare import METRIC_GROUPS, method_table
 
-METHODS = ("adaclip", "adaptclip", "anomalyclip", "clip")
+METHODS = ("adaclip", "adaptclip", "anomalyclip", "winclip", "clip")
 GROUPS = list(METRIC_GROUPS)
 FAST = ["experiment=compare_clip_methods", "backbone.image_size=112", "model.max_epochs=1",
         "+trainer.limit_train_batches=2", "data.test=[synthetic_medical]", "data.classes=[retina]",
@@ -35,7 +35,7 @@ def test_the_multirun_gives_one_table_with_every_method(tmp_path, synthetic_data
                                          ["synthetic_medical", "pixel AUROC, AP, F1max, AUPRO"]]
     assert all(len(cell.split(", ")) == len(row[1].split(", ")) and "-" not in cell.split(", ")
                for row in rows for cell in row[2:])
-    assert "Random backbone in adaclip, adaptclip, anomalyclip, clip" in report
+    assert "Random backbone in adaclip, adaptclip, anomalyclip, winclip, clip" in report
     assert (sweep / "report.md").read_text() in report
 
 

@@ -142,8 +142,10 @@ def export_graph(module: AnomalyModule, class_name: str, fixed_batch: int | None
     module.eval()
     if name == "adaptclip":
         return AdaptCLIPGraph(module, class_name).eval()
-    if name not in ("clip", "adaclip", "anomalyclip"):
-        raise ValueError(f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip, anomalyclip)")
+    if name not in ("clip", "adaclip", "anomalyclip", "winclip"):
+        raise ValueError(
+            f"model.name={name!r} has no ONNX export graph (known: clip, adaclip, adaptclip, anomalyclip, winclip)"
+        )
     graph = SingleClassGraph(module, class_name, fixed_batch).eval()
     size = module.backbone.image_size
     with torch.no_grad():  # fills the module's text cache before tracing

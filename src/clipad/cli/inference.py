@@ -43,7 +43,7 @@ def attach_normal_prompts(module: AnomalyModule, cfg: DictConfig, transform: Sam
     if cfg.get("shots_dir"):
         if not few_shot:
             raise ConfigError(
-                f"shots_dir is for few-shot models (model=adaptclip); model={module.cfg.model.name} takes no "
+                f"shots_dir is for few-shot models (model=adaptclip, winclip); model={module.cfg.model.name} takes no "
                 "normal prompt images: leave shots_dir out"
             )
         prompts = FolderPrompts(cfg.shots_dir, transform, cfg.get("shots"))

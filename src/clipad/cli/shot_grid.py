@@ -50,7 +50,8 @@ def use_first_point(cfg: DictConfig, grid: list[tuple[int, int]]) -> None:
 
 def check_model_supports(module: L.LightningModule, grid: list[tuple[int, int]]) -> None:
     if any(k > 0 for k, _ in grid) and not hasattr(module, "shots"):
-        raise ConfigError(f"model {module.cfg.model.name} is zero-shot only: use shots=0 (few-shot: model=adaptclip)")
+        raise ConfigError(f"model {module.cfg.model.name} is zero-shot only: use shots=0 "
+                          "(few-shot: model=adaptclip or model=winclip)")
 
 
 def set_point(module: L.LightningModule, datamodule, shots: int, seed: int) -> None:

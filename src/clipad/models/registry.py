@@ -13,6 +13,7 @@ MODULES = {
     "adaclip": "clipad.models.adaclip.module:AdaCLIPModule",
     "adaptclip": "clipad.models.adaptclip.module:AdaptCLIPModule",
     "anomalyclip": "clipad.models.anomalyclip.module:AnomalyCLIPModule",
+    "winclip": "clipad.models.winclip.module:WinCLIPModule",
 }
 
 
