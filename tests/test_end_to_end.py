@@ -62,7 +62,13 @@ def test_train_then_test_writes_results_heatmaps_and_a_checkpoint(tmp_path, synt
 def test_training_free_baseline_runs_without_fit(tmp_path, synthetic_data_dir):
     value = train(config(tmp_path, synthetic_data_dir, "model=clip"))
     assert value is not None
-    assert not (tmp_path / "checkpoints").exists()
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["state_dict"] == {} and saved["hyper_parameters"]["cfg"]["model"]["name"] == "clip"  # config only
+    # The saved config reproduces the run. Exact: same weights, batches, process and thread count.
+    eval_dir = tmp_path / "eval"
+    evaluate(config(eval_dir, synthetic_data_dir, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+                    "logger=csv", name="eval"), overrides=[])
+    assert read_class_rows(eval_dir / "results.csv") == read_class_rows(tmp_path / "results.csv")
 
 
 class CrashAtBatch(L.Callback):

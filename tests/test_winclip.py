@@ -197,7 +197,8 @@ def test_train_only_tests_at_shots_0_and_1_on_synthetic_data(tmp_path, synthetic
         f"paths.data_dir={synthetic_data_dir}", f"paths.output_dir={tmp_path}"])
     value = train(cfg)
     assert value is not None and 0.0 <= value <= 1.0
-    assert not (tmp_path / "checkpoints").exists()  # training-free: nothing fitted, nothing saved
+    # training-free: nothing fitted; the checkpoint holds the config only (for evaluate/predict/app)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] == {}
     means = {}
     for shots in (0, 1):
         with open(tmp_path / f"results_shots{shots}_seed10.csv") as f:

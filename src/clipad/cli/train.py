@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
+from clipad.cli.checkpoint import save_clipad_checkpoint
 from clipad.cli.hydra_setup import command_line_overrides
 from clipad.cli.interruption import SIGTERM_EXIT_CODE, last_checkpoint, report_interruption
 from clipad.cli.results_output import report_results, sweep_value
@@ -105,6 +106,11 @@ def train(cfg: DictConfig) -> float | None:
         save_run_info(cfg, output_dir)
         if trains:
             datamodule.check_overlap()  # in seconds, before any evaluation or epoch (other ranks: in setup)
+        elif not module.is_trainable:
+            # Training-free models (clip, winclip): a config-only checkpoint, so evaluate/predict/calibrate/app
+            # take the same ckpt_path=... as for a trained model.
+            saved = save_clipad_checkpoint(output_dir / "checkpoints" / "last.ckpt", module)
+            log.info("training-free model: its configuration is saved as %s (ckpt_path for evaluate/predict)", saved)
 
     trainer: L.Trainer | None = None
     try:
