@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from clipad.report.heatmaps import scale_label  # noqa: E402
+from clipad.report.heatmaps import save_figure, scale_label  # noqa: E402
 
 OUTLINE_COLOUR = "white"
 
@@ -34,10 +34,4 @@ def save_inspection_figure(path: Path, preview: np.ndarray, anomaly_map: np.ndar
     axes[1].set_title("overlay, predicted defect outlined", fontsize=9)
     bar = fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
     bar.set_label(scale_label(scaling, low, high), fontsize=7)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, axes, title, path)

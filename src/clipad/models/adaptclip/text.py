@@ -13,33 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from clipad.backbone import ClipBackbone
-from clipad.models.prompt_states import ABNORMAL_STATES, NORMAL_STATES
+from clipad.models.prompt_states import NORMAL_STATES, WINCLIP_ANOMALOUS_STATES, WINCLIP_TEMPLATES
 
-# AdaptCLIP's anomalous states are AdaCLIP's without "broken {}".
-ANOMALOUS_STATES = tuple(state for state in ABNORMAL_STATES if state != "broken {}")
-TEMPLATES = (
-    "a cropped photo of the {}.",
-    "a close-up photo of a {}.",
-    "a close-up photo of the {}.",
-    "a bright photo of a {}.",
-    "a bright photo of the {}.",
-    "a dark photo of the {}.",
-    "a dark photo of a {}.",
-    "a jpeg corrupted photo of the {}.",
-    "a jpeg corrupted photo of the {}.",
-    "a blurry photo of the {}.",
-    "a blurry photo of a {}.",
-    "a photo of a {}.",
-    "a photo of the {}.",
-    "a photo of a small {}.",
-    "a photo of the small {}.",
-    "a photo of a large {}.",
-    "a photo of the large {}.",
-    "a photo of the {} for visual inspection.",
-    "a photo of a {} for visual inspection.",
-    "a photo of the {} for anomaly detection.",
-    "a photo of a {} for anomaly detection.",
-)
+ANOMALOUS_STATES = WINCLIP_ANOMALOUS_STATES
+TEMPLATES = WINCLIP_TEMPLATES
 OBJECT_WORD = "object"
 
 

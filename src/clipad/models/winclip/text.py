@@ -9,32 +9,10 @@ from __future__ import annotations
 import torch
 
 from clipad.backbone import ClipBackbone
-from clipad.models.prompt_states import NORMAL_STATES
+from clipad.models.prompt_states import NORMAL_STATES, WINCLIP_ANOMALOUS_STATES, WINCLIP_TEMPLATES
 
-ANOMALOUS_STATES = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
-TEMPLATES = (
-    "a cropped photo of the {}.",
-    "a close-up photo of a {}.",
-    "a close-up photo of the {}.",
-    "a bright photo of a {}.",
-    "a bright photo of the {}.",
-    "a dark photo of the {}.",
-    "a dark photo of a {}.",
-    "a jpeg corrupted photo of the {}.",
-    "a jpeg corrupted photo of the {}.",  # duplicated in anomalib's list (kept: the sheet's default)
-    "a blurry photo of the {}.",
-    "a blurry photo of a {}.",
-    "a photo of a {}.",
-    "a photo of the {}.",
-    "a photo of a small {}.",
-    "a photo of the small {}.",
-    "a photo of a large {}.",
-    "a photo of the large {}.",
-    "a photo of the {} for visual inspection.",
-    "a photo of a {} for visual inspection.",
-    "a photo of the {} for anomaly detection.",
-    "a photo of a {} for anomaly detection.",
-)
+ANOMALOUS_STATES = WINCLIP_ANOMALOUS_STATES
+TEMPLATES = WINCLIP_TEMPLATES
 
 
 def state_sentences(states: tuple[str, ...], class_name: str) -> list[str]:
