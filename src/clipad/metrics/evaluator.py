@@ -62,6 +62,7 @@ from clipad.metrics.curves import (
     max_f1_from_counts,
 )
 from clipad.metrics.functional import warn_one_class
+from clipad.metrics.memory import release_freed_memory
 from clipad.metrics.pimo import aupimo_per_image, mean_and_std
 from clipad.metrics.results import (
     DECISION_METRICS,
@@ -224,6 +225,7 @@ class AnomalyMetrics(Metric):
         self.anomaly_types = {d: dict(t) for d, t in (anomaly_types or {}).items() if t}
         for name in _STATE_DTYPES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._named_groups: set[int] = set()  # groups whose names this process has stored in group_names
         # per anomaly type: a child evaluator (a torchmetrics child syncs itself in its own compute)
         self.type_metrics = (
             AnomalyMetrics({d: self.domains[d] for d in self.anomaly_types}, fpr_limit, pixel_eval_size=pixel_eval_size,
@@ -263,10 +265,11 @@ class AnomalyMetrics(Metric):
             sample_key(d, c, v) if v else 0 for d, c, v in zip(dataset, cls_name, view_sample_id, strict=True)
         ]
         self.image_samples.append(torch.tensor(samples, dtype=torch.int64, device=device))
-        names = b"".join(
-            d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in dict.fromkeys(zip(dataset, cls_name))
-        )
-        self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
+        new = [pair for pair, gid in dict(zip(zip(dataset, cls_name), groups)).items() if gid not in self._named_groups]
+        if new:  # each group's names once per process, not once per batch: bounded by the number of groups
+            self._named_groups.update(group_id(d, c) for d, c in new)
+            names = b"".join(d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in new)
+            self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
 
         masked = torch.nonzero(has_mask.reshape(-1).bool()).squeeze(1).cpu()
         if len(masked):
@@ -278,6 +281,7 @@ class AnomalyMetrics(Metric):
             for size in dict.fromkeys(self.pixel_eval_size.get(d) for d in datasets_masked):
                 rows = [i for i, d in enumerate(datasets_masked) if self.pixel_eval_size.get(d) == size]
                 self._add_masked(anomaly_map, mask, rows, [groups_masked[i] for i in rows], size, device)
+            release_freed_memory()
         if self.type_metrics is not None:
             self._update_types(score, label, anomaly_map, mask, has_mask, dataset, cls_name, defect_type)
 
@@ -477,6 +481,7 @@ class AnomalyMetrics(Metric):
 
     def reset(self) -> None:
         super().reset()
+        self._named_groups.clear()
         if self.type_metrics is not None:
             self.type_metrics.reset()
 
