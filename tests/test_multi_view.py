@@ -21,6 +21,7 @@ from clipad.data.datamodule import AnomalyDataModule
 from clipad.data.meta_json import reference_sample_id
 from clipad.metrics.results import ResultsTable
 from clipad.models.adaptclip import AdaptCLIPModule
+from clipad.models.registry import build_module
 
 VIEWS = ("C1", "C2")
 
@@ -126,3 +127,42 @@ def test_prompts_are_drawn_and_memorised_once_per_class_and_view(evaluated):
     assert listed == expected
     record = json.loads((out / "few_shot_prompts_shots1_seed3.json").read_text())
     assert record["view_prompts"]["realiad"]["audiojack"] == {"C1": expected[:1], "C2": expected[1:]}
+
+
+def make_loco(root: Path) -> Path:
+    """breakfast_box: train 2 good; test 2 good, 2 logical (two masks each), 2 structural (one mask each)."""
+    box = root / "breakfast_box"
+    for i in range(2):
+        write_image(box / f"train/good/{i:03d}.png", seed=i)
+        write_image(box / f"test/good/{i:03d}.png", seed=10 + i)
+        write_image(box / f"test/logical_anomalies/{i:03d}.png", seed=20 + i)
+        write_mask(box / f"ground_truth/logical_anomalies/{i:03d}/000.png", (2, 2, 6, 6))
+        write_mask(box / f"ground_truth/logical_anomalies/{i:03d}/001.png", (8, 8, 14, 12))
+        write_image(box / f"test/structural_anomalies/{i:03d}.png", seed=30 + i)
+        write_mask(box / f"ground_truth/structural_anomalies/{i:03d}/000.png")
+    return root
+
+
+def test_mvtec_loco_reports_logical_and_structural_anomalies_separately(tmp_path):
+    make_loco(tmp_path / "data" / "mvtec_loco")
+    cfg = compose_config("train", [
+        "model=clip", "backbone=tiny", "backbone.image_size=112", "data=mvtec_loco", "data.num_workers=0",
+        "data.classes=[breakfast_box]", f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'run'}",
+    ])
+    torch.manual_seed(0)
+    module = build_module(cfg)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.test(module, datamodule=AnomalyDataModule.from_config(cfg), verbose=False)
+    table = module.stage_results["test"]
+    by_type = {r["class"]: r for r in table.sections["anomaly_types"].class_rows()}
+    assert sorted(by_type) == ["breakfast_box/logical", "breakfast_box/structural"]
+    records = module.stage_image_scores["test"]
+    for type_name in ("logical", "structural"):  # each type with both good images
+        chosen = [r for r in records if "/good/" in r["path"] or f"/{type_name}_anomalies/" in r["path"]]
+        assert len(chosen) == 4
+        expected = roc_auc_score([r["label"] for r in chosen], [r["score"] for r in chosen])
+        assert by_type[f"breakfast_box/{type_name}"]["image_auroc"] == pytest.approx(expected, abs=1e-12)
+    whole = roc_auc_score([r["label"] for r in records], [r["score"] for r in records])
+    assert table.class_rows()[0]["image_auroc"] == pytest.approx(whole, abs=1e-12)  # the class row: all 6 images
+    assert "sample_auroc" not in table.metrics  # no views
