@@ -1,4 +1,5 @@
-"""Multi-view protocol end to end: a small Real-IAD tree evaluated few-shot (k=1) by AdaptCLIP with the tiny backbone.
+"""Issue 15's protocols end to end: a small Real-IAD tree evaluated few-shot (k=1) by AdaptCLIP with the tiny
+backbone; MVTec LOCO AD's anomaly types; MVTec AD 2 submission files.
 
 Sample metrics are checked against a hand computation from the per-image scores, the prompts against the
 reference's draws (torch.manual_seed(seed) before each (class, view), torch.randint among that view's rows).
@@ -11,7 +12,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import tifffile
 import torch
+from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from test_data_fixtures import write_image, write_mask
 from test_data_new_layouts import realiad_entry
@@ -19,9 +22,11 @@ from test_data_new_layouts import realiad_entry
 from clipad.cli.hydra_setup import compose_config
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.data.meta_json import reference_sample_id
+from clipad.errors import ClipadError
 from clipad.metrics.results import ResultsTable
 from clipad.models.adaptclip import AdaptCLIPModule
 from clipad.models.registry import build_module
+from clipad.report.mvtec_ad2_submission import submission_paths, write_submission_maps
 
 VIEWS = ("C1", "C2")
 
@@ -166,3 +171,20 @@ def test_mvtec_loco_reports_logical_and_structural_anomalies_separately(tmp_path
     whole = roc_auc_score([r["label"] for r in records], [r["score"] for r in records])
     assert table.class_rows()[0]["image_auroc"] == pytest.approx(whole, abs=1e-12)  # the class row: all 6 images
     assert "sample_auroc" not in table.metrics  # no views
+
+
+def test_mvtec_ad2_submission_files_mirror_the_test_image_paths(tmp_path):
+    root = tmp_path / "mvtec_ad2"
+    image = write_image(root / "can/test_private/000_regular.png")
+    public = write_image(root / "can/test_public/bad/001_overexposed.png")
+    anomaly_map = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
+    written = write_submission_maps(tmp_path / "submission", image, root, anomaly_map, threshold=0.5)
+    assert [p.relative_to(tmp_path / "submission").as_posix() for p in written] == [
+        "anomaly_images/can/test_private/000_regular.tiff", "anomaly_images_thresholded/can/test_private/000_regular.png"]
+    stored = tifffile.imread(written[0])
+    assert stored.dtype == np.float16 and np.allclose(stored, anomaly_map, atol=1e-3)
+    binary = np.asarray(Image.open(written[1]))
+    assert set(np.unique(binary).tolist()) == {0, 255} and np.array_equal(binary == 255, anomaly_map >= 0.5)
+    assert submission_paths(public, root)[0].as_posix() == "anomaly_images/can/test_public/bad/001_overexposed.tiff"
+    with pytest.raises(ClipadError, match="not under the dataset root"):
+        submission_paths(image, tmp_path / "elsewhere")
