@@ -90,6 +90,9 @@ def make_view_batches(seed: int = 0) -> list[dict]:
         batch["view_sample_id"] = [f"s{number}_{i // 2}" for i in range(count)]
         batch["defect_type"] = ["good" if y == 0 else ("scratch", "missing")[(number // 2 + i) % 2]
                                 for i, y in enumerate(batch["label"].tolist())]
+        if batch["dataset"][0] == "ind" and number % 3 == 0:  # batches whose images are not all masked
+            batch["has_mask"] = batch["has_mask"].clone()
+            batch["has_mask"][0] = False
     return batches
 
 

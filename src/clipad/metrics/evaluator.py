@@ -271,23 +271,19 @@ class AnomalyMetrics(Metric):
             names = b"".join(d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in new)
             self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
 
-        masked = torch.nonzero(has_mask.reshape(-1).bool()).squeeze(1).cpu()
-        if len(masked):
-            if len(masked) < len(score):
-                anomaly_map, mask = anomaly_map[masked], mask[masked]
+        masked = torch.nonzero(has_mask.reshape(-1).bool()).squeeze(1).cpu().tolist()
+        if masked:
             # pixel work runs in numpy on CPU: region labelling needs it, and it is single-threaded
-            datasets_masked = [dataset[i] for i in masked.tolist()]
-            groups_masked = [groups[i] for i in masked.tolist()]
-            for size in dict.fromkeys(self.pixel_eval_size.get(d) for d in datasets_masked):
-                rows = [i for i, d in enumerate(datasets_masked) if self.pixel_eval_size.get(d) == size]
-                self._add_masked(anomaly_map, mask, rows, [groups_masked[i] for i in rows], size, device)
+            for size in dict.fromkeys(self.pixel_eval_size.get(dataset[i]) for i in masked):
+                rows = [i for i in masked if self.pixel_eval_size.get(dataset[i]) == size]
+                self._add_masked(anomaly_map, mask, rows, [groups[i] for i in rows], size, device)
             release_freed_memory()
         if self.type_metrics is not None:
             self._update_types(score, label, anomaly_map, mask, has_mask, dataset, cls_name, defect_type)
 
     def _add_masked(self, anomaly_map: Tensor, mask: Tensor, rows: list[int], groups: list[int], size: int | None,
                     device: torch.device) -> None:
-        """Pixel states of the masked images at `rows` of the batch, at `size` x `size` (None: as given)."""
+        """Pixel states of the images at `rows` of the batch (masked ones), at `size` x `size` (None: as given)."""
         if len(rows) < len(anomaly_map):
             index = torch.tensor(rows, device=anomaly_map.device)
             anomaly_map, mask = anomaly_map[index], mask[index]
