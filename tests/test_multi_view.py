@@ -20,6 +20,7 @@ from test_data_fixtures import write_image, write_mask
 from test_data_new_layouts import realiad_entry
 
 from clipad.cli.hydra_setup import compose_config
+from clipad.data.catalog import DatasetError
 from clipad.data.datamodule import AnomalyDataModule
 from clipad.data.meta_json import reference_sample_id
 from clipad.errors import ClipadError
@@ -188,3 +189,9 @@ def test_mvtec_ad2_submission_files_mirror_the_test_image_paths(tmp_path):
     assert submission_paths(public, root)[0].as_posix() == "anomaly_images/can/test_public/bad/001_overexposed.tiff"
     with pytest.raises(ClipadError, match="not under the dataset root"):
         submission_paths(image, tmp_path / "elsewhere")
+
+
+def test_a_view_without_normal_train_images_is_a_clear_error(evaluated):
+    _, datamodule, _ = evaluated
+    with pytest.raises(DatasetError, match="view 'C3' has no normal train image"):
+        datamodule.normal_prompt_images("realiad", "audiojack", "C3")

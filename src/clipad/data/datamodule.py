@@ -368,7 +368,13 @@ class AnomalyDataModule(L.LightningDataModule):
                 chosen = draw_prompts(pool, self.shots, self.few_shot_seed)
                 self._prompt_record["prompts"].setdefault(dataset, {})[cls_name] = [sample_id(r) for r in chosen]
             else:
-                chosen = self._view_prompts(dataset, cls_name, pool)[view_id]
+                views = self._view_prompts(dataset, cls_name, pool)
+                if view_id not in views:
+                    raise DatasetError(
+                        f"few-shot prompts of {dataset}/{cls_name} are drawn per view, but view {view_id!r} has no "
+                        f"normal {split} image (views with prompts: {sorted(views)}); complete the split files "
+                        "or run it with shots=0")
+                chosen = views[view_id]
             loader = self._dataset_for_loading(source)
             self._prompts[key] = torch.stack([loader.image_tensor(row) for row in chosen])
             self._prompt_record["splits"].setdefault(dataset, {})[cls_name] = split
