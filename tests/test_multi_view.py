@@ -27,6 +27,7 @@ from clipad.errors import ClipadError
 from clipad.metrics.results import ResultsTable
 from clipad.models.adaptclip import AdaptCLIPModule
 from clipad.models.registry import build_module
+from clipad.report.compare import comparison_rows
 from clipad.report.mvtec_ad2_submission import submission_paths, write_submission_maps
 
 VIEWS = ("C1", "C2")
@@ -195,3 +196,10 @@ def test_a_view_without_normal_train_images_is_a_clear_error(evaluated):
     _, datamodule, _ = evaluated
     with pytest.raises(DatasetError, match="view 'C3' has no normal train image"):
         datamodule.normal_prompt_images("realiad", "audiojack", "C3")
+
+
+def test_run_comparison_lists_the_sample_metrics_of_multi_view_runs(evaluated, tmp_path):
+    module, _, _ = evaluated
+    module.stage_results["test"].to_csv(tmp_path / "results.csv")
+    rows = comparison_rows([tmp_path])
+    assert rows[0]["realiad/sample_auroc"] == module.stage_results["test"].summary()["test/realiad/sample_auroc"]
