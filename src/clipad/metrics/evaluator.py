@@ -170,6 +170,17 @@ def sample_max(scores: np.ndarray, labels: np.ndarray, samples: np.ndarray) -> t
     return sample_scores, sample_labels
 
 
+def _group_pixel_index(state: dict[str, np.ndarray], gid: int) -> np.ndarray:
+    """Positions in anomalous_levels of the group's anomalous pixels (its images' runs, in stored order).
+
+    Built per group, so compute never holds a per-pixel array of the whole dataset beyond the states.
+    """
+    mine = np.flatnonzero(state["masked_groups"] == gid)
+    counts = state["masked_anomalous"][mine]
+    run_offsets = np.repeat(state["anomalous_starts"][mine] - (np.cumsum(counts) - counts), counts)
+    return np.arange(int(counts.sum())) + run_offsets
+
+
 def _natural_key(text: str) -> list:
     """Class1, Class2, Class10 (not Class1, Class10, Class2)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
@@ -424,7 +435,7 @@ class AnomalyMetrics(Metric):
         state = {name: _concat(getattr(self, name), dtype) for name, dtype in _STATE_DTYPES.items()}
         state["pixel_hists"] = state["pixel_hists"].reshape(-1, MAP_LEVELS)
         state["normal_pixel_hists"] = state["normal_pixel_hists"].reshape(-1, MAP_LEVELS)
-        state["anomalous_groups"] = np.repeat(state["masked_groups"], state["masked_anomalous"])
+        state["anomalous_starts"] = np.cumsum(state["masked_anomalous"]) - state["masked_anomalous"]
         multi_view = bool((state["image_samples"] != 0).any())
         rows, inspection_rows, decision_rows = [], [], []
         for gid, (dataset, cls_name) in ordered:
@@ -443,7 +454,7 @@ class AnomalyMetrics(Metric):
             if self.thresholds is not None:
                 decisions |= image_decision_metrics(scores, labels, self.thresholds.lookup(dataset, cls_name)[0].image)
             if (state["hist_groups"] == gid).any():
-                anomalous = state["anomalous_groups"] == gid  # the group's anomalous pixels, found once
+                anomalous = _group_pixel_index(state, gid)  # the group's anomalous pixels, found once
                 negatives, positives = self._pixel_histograms(state, gid, anomalous)
                 row |= self._pixel_metrics(state, gid, group, negatives, positives, anomalous)
                 inspection |= self._aupimo(state, gid)
@@ -519,7 +530,7 @@ class AnomalyMetrics(Metric):
     def _pixel_histograms(
         state: dict[str, np.ndarray], gid: int, anomalous: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Level histograms of the group's normal and anomalous pixels (anomalous: its entries of
+        """Level histograms of the group's normal and anomalous pixels (anomalous: the positions of its entries in
         anomalous_levels)."""
         all_pixels = state["pixel_hists"][state["hist_groups"] == gid].sum(0)
         positives = np.bincount(state["anomalous_levels"][anomalous], minlength=MAP_LEVELS)
