@@ -28,6 +28,9 @@ class SampleRow(_SampleRowFields, total=False):
     # keys samples). A sample's score is the max over its views' scores.
     view_id: str
     sample_id: str
+    # Optional: True for a row the dataset marks as image-level only (a meta.json row whose mask_path is a folder,
+    # the AdaptCLIP reference's convention): it never counts as a missing mask and never enters pixel metrics.
+    classification_only: bool
 
 
 @dataclass

@@ -129,6 +129,8 @@ class AnomalyDataset(Dataset):
         return self.normal_transform(image, None)[0]
 
     def _has_mask(self, row: SampleRow) -> bool:
+        if row.get("classification_only"):
+            return False
         return self.pixel_labels and (row["label"] == 0 or bool(row["mask_path"]))
 
     def _mosaic(self, cls_name: str) -> tuple[Image.Image, Image.Image, int, bool, str]:
