@@ -15,6 +15,7 @@ BENCHES = {
     "data.py": ([], []),
     "model.py": ([], ["--quick"]),
     "scan.py": ([], ["--samples", "100"]),
+    "eval_scale.py": ([], ["--quick"]),
 }
 
 

@@ -11,11 +11,14 @@ from omegaconf import OmegaConf
 from test_data_fixtures import write_image, write_mask
 
 from clipad.data.catalog import DatasetError, load_dataset_config
+from clipad.data.dataset import AnomalyDataset
 from clipad.data.few_shot import draw_view_prompts, view_prompt_pools, write_prompt_list
 from clipad.data.image_io import read_mask
 from clipad.data.inspect import inspect_dataset
 from clipad.data.meta_json import read_meta, write_meta
 from clipad.data.scanners import scan, scan_layout
+from clipad.data.scanners.selection import check_missing_masks
+from clipad.data.transforms import SampleTransform
 
 
 def data_cfg(name: str, **changes):
@@ -225,6 +228,12 @@ def test_meta_json_keeps_views_and_reads_folder_masks_as_classification_only(tmp
     result = scan_layout("meta", root, cfg)
     defective = next(r for r in result.rows if r.get("sample_id") == "AKS0002")
     assert defective["label"] == 1 and defective["mask_path"] is None and not result.unpaired
+    assert defective["classification_only"]  # not a missing mask: the default data.missing_mask=error accepts it
+    check_missing_masks(result.rows, dataset="meta", pixel_labels=True, policy="error")
+    dataset = AnomalyDataset(result.rows, dataset="meta", transform=SampleTransform(32, [0.5] * 3, [0.5] * 3),
+                             prompt_names={"pcb": "pcb", "audiojack": "audiojack"}, pixel_labels=True)
+    sample = dataset[result.rows.index(defective)]
+    assert sample["label"] == 1 and not sample["has_mask"] and sample["view_id"] == "C1"
 
 
 def test_few_shot_per_class_and_view_reproduces_the_reference_draws(tmp_path):

@@ -74,6 +74,28 @@ def make_batches(seed: int = 0) -> list[dict]:
     return batches
 
 
+VIEW_OPTIONS = {
+    "thresholds": None,
+    "anomaly_types": {"ind": {"scratch": "structural", "missing": "logical"}},
+    "pixel_eval_size": {"polyp": 12},
+}
+
+
+def make_view_batches(seed: int = 0) -> list[dict]:
+    """make_batches with multi-view samples (two consecutive images of a batch form one sample) and defect
+    types ('ind': scratch / missing alternating)."""
+    batches = make_batches(seed)
+    for number, batch in enumerate(batches):
+        count = len(batch["score"])
+        batch["view_sample_id"] = [f"s{number}_{i // 2}" for i in range(count)]
+        batch["defect_type"] = ["good" if y == 0 else ("scratch", "missing")[(number // 2 + i) % 2]
+                                for i, y in enumerate(batch["label"].tolist())]
+        if batch["dataset"][0] == "ind" and number % 3 == 0:  # batches whose images are not all masked
+            batch["has_mask"] = batch["has_mask"].clone()
+            batch["has_mask"][0] = False
+    return batches
+
+
 def evaluate(batches: list[dict], **kwargs) -> ResultsTable:
     metrics = AnomalyMetrics(DOMAINS, **kwargs)
     for batch in batches:
@@ -273,6 +295,9 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         "no_masks_on_rank_1": pixel_level if rank == 0 else image_level,
     }
     results = {name: all_rows(evaluate(part, thresholds=make_thresholds())) for name, part in splits.items()}
+    # views of one sample and the images of one anomaly type land on both ranks; polyp's maps are resized
+    flat = [{k: v[i : i + 1] for k, v in b.items()} for b in make_view_batches() for i in range(len(b["score"]))]
+    results["multi_view"] = all_rows(evaluate(flat[rank::2], **VIEW_OPTIONS))
     with open(f"{out_file}.{rank}", "wb") as f:
         pickle.dump(results, f)
     dist.destroy_process_group()
@@ -290,7 +315,8 @@ def test_two_process_gloo_run_equals_single_process(tmp_path):
         with open(tmp_path / f"rows.{rank}", "rb") as f:
             results = pickle.load(f)
         for name, rows in results.items():
-            assert same_rows(rows, single), f"rank {rank}, split {name}"
+            expected = all_rows(evaluate(make_view_batches(), **VIEW_OPTIONS)) if name == "multi_view" else single
+            assert same_rows(rows, expected), f"rank {rank}, split {name}"
 
 
 # ---------------------------------------------------------------- ResultsTable
@@ -364,3 +390,61 @@ def test_csv_round_trip_and_wandb_data(tmp_path):
 def test_dataset_named_like_a_domain_is_refused():
     with pytest.raises(ValueError, match="both as dataset and as domain"):
         ResultsTable([{"dataset": "medical", "domain": "medical", "class": "x", **dict.fromkeys(METRIC_NAMES, 0.5)}])
+
+
+# ---------------------------------------------------------------- multi-view, resized pixels, anomaly types
+def test_sample_metrics_take_the_max_over_views():
+    table = evaluate(make_view_batches(), **VIEW_OPTIONS)
+    batches = make_view_batches()
+    samples: dict[tuple[str, str], list[float]] = {}
+    for batch in batches:
+        for i, key in enumerate(zip(batch["cls_name"], batch["view_sample_id"])):
+            if batch["dataset"][i] == "ind":
+                entry = samples.setdefault(key, [-1.0, 0])
+                entry[0] = max(entry[0], float(batch["score"][i]))
+                entry[1] = max(entry[1], int(batch["label"][i]))
+    scores = torch.tensor([s for (c, _), (s, _) in samples.items() if c == "c2"], dtype=torch.float64)
+    labels = torch.tensor([y for (c, _), (_, y) in samples.items() if c == "c2"])
+    row = class_row(table, "ind", "c2")
+    assert 0 < int(labels.sum()) < len(labels)
+    assert row["sample_auroc"] == pytest.approx(float(auroc(scores, labels)), abs=1e-12)
+    assert row["sample_ap"] == pytest.approx(float(average_precision(scores, labels)), abs=1e-12)
+    assert row["sample_f1max"] == pytest.approx(float(max_f1(scores, labels)), abs=1e-12)
+    plain = evaluate(make_batches())
+    assert "sample_auroc" not in plain.metrics  # no views: the table keeps today's columns
+
+
+def test_pixel_eval_size_resizes_maps_bilinearly_and_masks_nearest():
+    batches = [b for b in make_batches() if b["dataset"][0] == "polyp"]
+    resized = evaluate(batches, pixel_eval_size={"polyp": 12})
+    by_hand = []
+    for b in batches:
+        maps = torch.nn.functional.interpolate(b["anomaly_map"][:, None], size=(12, 12), mode="bilinear",
+                                               align_corners=False)[:, 0]
+        masks = torch.nn.functional.interpolate(b["mask"][:, None], size=(12, 12), mode="nearest")[:, 0]
+        by_hand.append(b | {"anomaly_map": maps, "mask": masks})
+    exact = evaluate(batches)
+    assert same_rows(all_rows(resized), all_rows(evaluate(by_hand)))
+    assert class_row(resized, "polyp", "colon")["pixel_auroc"] != class_row(exact, "polyp", "colon")["pixel_auroc"]
+    with pytest.raises(ValueError, match="pixel_eval_size"):
+        AnomalyMetrics(DOMAINS, pixel_eval_size={"polyp": -1})
+
+
+def test_anomaly_types_get_their_own_rows_with_every_normal_image():
+    batches = make_view_batches()
+    table = evaluate(batches, **VIEW_OPTIONS)
+    by_type = table.sections["anomaly_types"]
+    assert [r["class"] for r in by_type.class_rows()][:2] == ["c1/logical", "c1/structural"]
+    assert "anomaly_types_inspection" in table.sections and "By anomaly type" in table.to_markdown()
+    for type_name, defect in (("logical", "missing"), ("structural", "scratch")):
+        chosen = [(float(b["score"][i]), int(b["label"][i])) for b in batches for i in range(len(b["score"]))
+                  if b["dataset"][i] == "ind" and b["cls_name"][i] == "c2" and b["defect_type"][i] in ("good", defect)]
+        scores = torch.tensor([s for s, _ in chosen], dtype=torch.float64)
+        labels = torch.tensor([y for _, y in chosen])
+        assert 0 < int(labels.sum()) < len(labels)
+        row = class_row(by_type, "ind", f"c2/{type_name}")
+        assert row["image_auroc"] == pytest.approx(float(auroc(scores, labels)), abs=1e-12)
+    assert class_row(table, "ind", "c2")["image_auroc"] == class_row(evaluate(make_batches()), "ind", "c2")["image_auroc"]
+    metrics = AnomalyMetrics(DOMAINS, anomaly_types=VIEW_OPTIONS["anomaly_types"])
+    with pytest.raises(ValueError, match="defect_type"):
+        metrics.update(**make_batches()[0])

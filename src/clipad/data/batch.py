@@ -28,6 +28,9 @@ class SampleRow(_SampleRowFields, total=False):
     # keys samples). A sample's score is the max over its views' scores.
     view_id: str
     sample_id: str
+    # Optional: True for a row the dataset marks as image-level only (a meta.json row whose mask_path is a folder,
+    # the AdaptCLIP reference's convention): it never counts as a missing mask and never enters pixel metrics.
+    classification_only: bool
 
 
 @dataclass
@@ -44,6 +47,12 @@ class Batch:
     path: list[str]  # image paths
     # AdaptCLIP training: one normal image of each query's class, [B, 3, H, W]; None otherwise.
     normal_image: torch.Tensor | None = None
+    # Multi-view datasets (SampleRow.view_id / sample_id): per image its view and the physical sample it shows,
+    # "" for images without a view; None when no image of the batch has a view.
+    view_id: list[str] | None = None
+    view_sample_id: list[str] | None = None
+    # Per image its defect_type ("good" for normal images); None where the batch source does not carry it.
+    defect_type: list[str] | None = None
 
     def __len__(self) -> int:
         return self.image.shape[0]

@@ -22,7 +22,14 @@ from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.data.batch import SampleRow
 from clipad.data.catalog import DatasetError, dataset_root, load_dataset_config, prompt_name
 from clipad.data.dataset import AnomalyDataset, collate_batch, sample_id
-from clipad.data.few_shot import draw_prompts, prompt_pool, write_prompt_record
+from clipad.data.few_shot import (
+    draw_prompts,
+    draw_view_prompts,
+    prompt_pool,
+    view_prompt_pools,
+    write_prompt_list,
+    write_prompt_record,
+)
 from clipad.data.input_check import check_rows, enforce_policies
 from clipad.data.overlap import overlap_message, shared_samples
 from clipad.data.scanners import GENERATED_LAYOUTS, scan
@@ -97,7 +104,8 @@ class AnomalyDataModule(L.LightningDataModule):
         self._pools: dict[tuple[str, str], list[SampleRow]] = {}  # (dataset, class) -> checked normal pool
         # Every fallback of the run, listed in <output_dir>/bad_inputs.csv (DDP: by rank 0 only).
         self.bad_inputs = BadInputLog(output_dir if rank_zero_only.rank == 0 else None)
-        self._prompts: dict[tuple[str, str], torch.Tensor] = {}
+        self._prompts: dict[tuple[str, ...], torch.Tensor] = {}  # (dataset, class[, view]) -> prompt images
+        self._view_draws: dict[str, dict[str, dict[str, list[SampleRow]]]] = {}  # dataset -> class -> view -> rows
         self._prompt_record: dict[str, dict] = {"prompts": {}, "splits": {}}
 
     @classmethod
@@ -172,6 +180,14 @@ class AnomalyDataModule(L.LightningDataModule):
     def domains(self) -> dict[str, str]:
         """Dataset name -> domain (industrial, medical, ...) for every dataset of the run."""
         return {name: str(s.cfg.get("domain", "unknown")) for name, s in self._sources.items()}
+
+    def metric_options(self) -> dict:
+        """AnomalyMetrics options of the targets: data.pixel_eval_size and data.anomaly_types per dataset."""
+        targets = {s.name: s.cfg for s in [*self._targets, *([self._val] if self._val else [])]}
+        return {
+            "pixel_eval_size": {n: int(c.pixel_eval_size) for n, c in targets.items() if c.get("pixel_eval_size")},
+            "anomaly_types": {n: dict(c.anomaly_types) for n, c in targets.items() if c.get("anomaly_types")},
+        }
 
     def classes(self, dataset: str) -> list[str]:
         """The classes of `dataset` this run uses (scans the root on first call)."""
@@ -332,9 +348,13 @@ class AnomalyDataModule(L.LightningDataModule):
         return self._loader(normals, self.eval_batch_size, shuffle=False)
 
     # -- few-shot ---------------------------------------------------------------------------------------
-    def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
-        """[shots, 3, H, W]: the class's normal prompt images, the same tensor for every query of the class."""
-        key = (dataset, cls_name)
+    def normal_prompt_images(self, dataset: str, cls_name: str, view_id: str | None = None) -> torch.Tensor:
+        """[shots, 3, H, W]: the class's normal prompt images, the same tensor for every query of the class.
+
+        view_id (multi-view datasets): the prompts of that view only, drawn per (class, view) as the AdaptCLIP
+        reference does; they are also listed in <output_dir>/<dataset>_<k>shot_seed<s>_prompts.txt.
+        """
+        key = (dataset, cls_name) if view_id is None else (dataset, cls_name, view_id)
         if key not in self._prompts:
             if self.shots < 1:
                 raise ValueError("normal prompt images need shots >= 1 (shots=0 is zero-shot)")
@@ -344,16 +364,42 @@ class AnomalyDataModule(L.LightningDataModule):
             if split != "train":
                 log.info("%s/%s has no train split: few-shot prompts come from its test split's normal images",
                          dataset, cls_name)
-            chosen = draw_prompts(pool, self.shots, self.few_shot_seed)
+            if view_id is None:
+                chosen = draw_prompts(pool, self.shots, self.few_shot_seed)
+                self._prompt_record["prompts"].setdefault(dataset, {})[cls_name] = [sample_id(r) for r in chosen]
+            else:
+                views = self._view_prompts(dataset, cls_name, pool)
+                if view_id not in views:
+                    raise DatasetError(
+                        f"few-shot prompts of {dataset}/{cls_name} are drawn per view, but view {view_id!r} has no "
+                        f"normal {split} image (views with prompts: {sorted(views)}); complete the split files "
+                        "or run it with shots=0")
+                chosen = views[view_id]
             loader = self._dataset_for_loading(source)
             self._prompts[key] = torch.stack([loader.image_tensor(row) for row in chosen])
-            self._prompt_record["prompts"].setdefault(dataset, {})[cls_name] = [sample_id(r) for r in chosen]
             self._prompt_record["splits"].setdefault(dataset, {})[cls_name] = split
             self._write_prompt_record()
         return self._prompts[key]
 
+    def _view_prompts(self, dataset: str, cls_name: str, pool: list[SampleRow]) -> dict[str, list[SampleRow]]:
+        """The class's draws of every view (drawn once, recorded and listed when first asked for)."""
+        drawn = self._view_draws.setdefault(dataset, {})
+        if cls_name not in drawn:
+            drawn[cls_name] = draw_view_prompts(view_prompt_pools(pool, cls_name, dataset), self.shots,
+                                                self.few_shot_seed)
+            self._prompt_record.setdefault("view_prompts", {}).setdefault(dataset, {})[cls_name] = {
+                view: [sample_id(r) for r in rows] for view, rows in drawn[cls_name].items()}
+            if self.output_dir is not None:
+                write_prompt_list(self.output_dir / f"{dataset}_{self.shots}shot_seed{self.few_shot_seed}_prompts.txt",
+                                  dict(sorted(drawn.items())))
+        return drawn[cls_name]
+
     def prompt_sample_ids(self, dataset: str, cls_name: str) -> list[str]:
-        """sample_id of each normal prompt image of the class at the current shots and seed (drawn if needed)."""
+        """sample_id of each normal prompt image of the class at the current shots and seed (drawn if needed);
+        for a multi-view class, those of every view."""
+        pool = self._prompt_pool(self._sources[dataset], cls_name)
+        if all(r.get("view_id") for r in pool):
+            return [sample_id(r) for rows in self._view_prompts(dataset, cls_name, pool).values() for r in rows]
         self.normal_prompt_images(dataset, cls_name)
         return list(self._prompt_record["prompts"][dataset][cls_name])
 
@@ -361,6 +407,7 @@ class AnomalyDataModule(L.LightningDataModule):
         """Switch to another shot count / prompt draw (one trained model tested at several k)."""
         self.shots, self.few_shot_seed = int(shots), int(seed)
         self._prompts.clear()
+        self._view_draws.clear()
         self._prompt_record = {"prompts": {}, "splits": {}}
 
     def _write_prompt_record(self) -> None:

@@ -30,6 +30,9 @@ class _SampleFields(TypedDict):
 
 class Sample(_SampleFields, total=False):
     normal_image: torch.Tensor  # [3, H, W], only when the dataset pairs queries with normal images
+    defect_type: str
+    view_id: str  # multi-view datasets only (SampleRow.view_id)
+    view_sample_id: str  # SampleRow.sample_id: the physical sample of which this image is one view
 
 
 def sample_id(row: SampleRow) -> str:
@@ -98,6 +101,10 @@ class AnomalyDataset(Dataset):
         )
         if self.normal_rows is not None:
             sample["normal_image"] = self._random_normal(row["cls_name"])
+        if not path.startswith("mosaic:"):
+            sample["defect_type"] = row["defect_type"]
+            if row.get("view_id") and row.get("sample_id"):
+                sample["view_id"], sample["view_sample_id"] = row["view_id"], row["sample_id"]
         return sample
 
     def load(self, row: SampleRow) -> tuple[Image.Image, Image.Image | None]:
@@ -122,6 +129,8 @@ class AnomalyDataset(Dataset):
         return self.normal_transform(image, None)[0]
 
     def _has_mask(self, row: SampleRow) -> bool:
+        if row.get("classification_only"):
+            return False
         return self.pixel_labels and (row["label"] == 0 or bool(row["mask_path"]))
 
     def _mosaic(self, cls_name: str) -> tuple[Image.Image, Image.Image, int, bool, str]:
@@ -156,4 +165,14 @@ def collate_batch(samples: Sequence[Sample]) -> Batch:
         dataset=[s["dataset"] for s in samples],
         path=[s["path"] for s in samples],
         normal_image=torch.stack(normal) if len(normal) == len(samples) else None,
+        view_id=_optional_strings(samples, "view_id"),
+        view_sample_id=_optional_strings(samples, "view_sample_id"),
+        defect_type=[s["defect_type"] for s in samples] if all("defect_type" in s for s in samples) else None,
     )
+
+
+def _optional_strings(samples: Sequence[Sample], key: str) -> list[str] | None:
+    """Per sample its `key` ("" where absent), or None when no sample has it."""
+    if not any(key in s for s in samples):
+        return None
+    return [s.get(key, "") for s in samples]

@@ -14,6 +14,16 @@ What is kept, and why it is small and exact:
   comes from its stored anomalous-pixel levels.
 * with ``thresholds`` (a calibrated thresholds file), the same states give the decisions at the fixed
   image and pixel thresholds: nothing more is kept.
+* multi-view images (``view_sample_id``): one 64-bit sample key per image beside its score; sample scores
+  (max over views) are formed at compute time.
+* ``pixel_eval_size``: maps (bilinear) and masks (nearest) of the named datasets are resized to S x S before
+  the pixel states are formed (the AdaptCLIP reference's Real-IAD protocol); default: exact full resolution.
+* ``anomaly_types``: the images of the named datasets also feed a second evaluator whose groups are
+  ``<class>/<type>`` (each anomaly type with all normal images of its class): its tables become sections.
+
+Memory: image states grow by ~25 bytes per image (score, label, group, sample key); pixel states by a
+constant per group plus 8 bytes per anomalous pixel (at the evaluated size) and 24 bytes per masked image.
+No map, mask or per-pixel value of a normal pixel is kept.
 
 Dataset and class names are strings, which DDP cannot gather as tensor states, so every group is a
 stable 64-bit hash of its names (the same on every rank) and the names travel as UTF-8 bytes in a
@@ -27,10 +37,12 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -50,12 +62,18 @@ from clipad.metrics.curves import (
     max_f1_from_counts,
 )
 from clipad.metrics.functional import warn_one_class
+from clipad.metrics.memory import release_freed_memory
 from clipad.metrics.pimo import aupimo_per_image, mean_and_std
 from clipad.metrics.results import (
     DECISION_METRICS,
     INSPECTION,
     INSPECTION_METRICS,
     METRIC_NAMES,
+    MULTI_VIEW,
+    MULTI_VIEW_INSPECTION,
+    SAMPLE_INSPECTION_METRICS,
+    SAMPLE_METRICS,
+    THRESHOLD_FREE,
     ResultsTable,
     decisions_layout,
 )
@@ -72,6 +90,7 @@ _STATE_DTYPES = {
     "image_scores": torch.float64,
     "image_labels": torch.uint8,
     "image_groups": torch.int64,
+    "image_samples": torch.int64,  # per image: 64-bit key of its (dataset, class, multi-view sample); 0: no view
     "group_names": torch.uint8,  # UTF-8 "dataset\0class\0" per group seen in a batch
     "hist_groups": torch.int64,
     "pixel_hists": torch.int64,  # MAP_LEVELS counts of all pixels per entry of hist_groups
@@ -126,6 +145,42 @@ def group_id(dataset: str, cls_name: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+def sample_key(dataset: str, cls_name: str, sample: str) -> int:
+    """Stable non-zero 64-bit key of a multi-view sample of a group (0 stands for "no view")."""
+    digest = hashlib.blake2b(_NAME_SEPARATOR.join(n.encode() for n in (dataset, cls_name, sample)),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
+
+
+def resize_for_pixel_metrics(anomaly_map: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Maps [M, H, W] bilinearly and masks [M, H, W] (bool) by nearest neighbour to [M, size, size]."""
+    maps = F.interpolate(anomaly_map[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+    masks = F.interpolate(mask[:, None].float(), size=(size, size), mode="nearest")
+    return maps[:, 0], masks[:, 0] > 0.5
+
+
+def sample_max(scores: np.ndarray, labels: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct sample key (sorted): the max of its images' scores and of their labels."""
+    _, sample_of_image = np.unique(samples, return_inverse=True)
+    count = int(sample_of_image.max()) + 1 if len(sample_of_image) else 0
+    sample_scores = np.full(count, -np.inf)
+    np.maximum.at(sample_scores, sample_of_image, scores)
+    sample_labels = np.zeros(count, dtype=labels.dtype)
+    np.maximum.at(sample_labels, sample_of_image, labels)
+    return sample_scores, sample_labels
+
+
+def _group_pixel_index(state: dict[str, np.ndarray], gid: int) -> np.ndarray:
+    """Positions in anomalous_levels of the group's anomalous pixels (its images' runs, in stored order).
+
+    Built per group, so compute never holds a per-pixel array of the whole dataset beyond the states.
+    """
+    mine = np.flatnonzero(state["masked_groups"] == gid)
+    counts = state["masked_anomalous"][mine]
+    run_offsets = np.repeat(state["anomalous_starts"][mine] - (np.cumsum(counts) - counts), counts)
+    return np.arange(int(counts.sum())) + run_offsets
+
+
 def _natural_key(text: str) -> list:
     """Class1, Class2, Class10 (not Class1, Class10, Class2)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
@@ -159,6 +214,8 @@ class AnomalyMetrics(Metric):
         domains: Mapping[str, str],
         fpr_limit: float = 0.3,
         thresholds: DecisionThresholds | None = None,
+        pixel_eval_size: Mapping[str, int | None] | None = None,
+        anomaly_types: Mapping[str, Mapping[str, str]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -172,8 +229,20 @@ class AnomalyMetrics(Metric):
         self.domains = dict(domains)
         self.fpr_limit = fpr_limit
         self.thresholds = thresholds
+        self.pixel_eval_size = {d: int(s) for d, s in (pixel_eval_size or {}).items() if s}
+        bad_sizes = {d: s for d, s in self.pixel_eval_size.items() if s < 1}
+        if bad_sizes:
+            raise ValueError(f"AnomalyMetrics: pixel_eval_size must be positive (data.pixel_eval_size), got {bad_sizes}")
+        self.anomaly_types = {d: dict(t) for d, t in (anomaly_types or {}).items() if t}
         for name in _STATE_DTYPES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._named_groups: set[int] = set()  # groups whose names this process has stored in group_names
+        # per anomaly type: a child evaluator (a torchmetrics child syncs itself in its own compute)
+        self.type_metrics = (
+            AnomalyMetrics({d: self.domains[d] for d in self.anomaly_types}, fpr_limit, pixel_eval_size=pixel_eval_size,
+                           **kwargs)
+            if self.anomaly_types else None
+        )
 
     # ---------------------------------------------------------------- accumulate
     def update(
@@ -185,8 +254,14 @@ class AnomalyMetrics(Metric):
         has_mask: Tensor,
         dataset: Sequence[str],
         cls_name: Sequence[str],
+        view_sample_id: Sequence[str] | None = None,
+        defect_type: Sequence[str] | None = None,
     ) -> None:
-        """Add a batch. mask: [B, H, W] or [B, 1, H, W], bool or {0, 1}; pixels count where has_mask."""
+        """Add a batch. mask: [B, H, W] or [B, 1, H, W], bool or {0, 1}; pixels count where has_mask.
+
+        view_sample_id: per image the multi-view sample it is a view of ("" = no view). defect_type: per
+        image its type, needed for the datasets of ``anomaly_types``.
+        """
         groups = self._check_names(dataset, cls_name, len(score))
         anomaly_map, mask = self._check_shapes(score, label, anomaly_map, mask, has_mask)
         device = score.device
@@ -197,20 +272,53 @@ class AnomalyMetrics(Metric):
         self.image_scores.append(score.detach().reshape(-1).to(torch.float64))
         self.image_labels.append(label.detach().reshape(-1).to(torch.uint8))
         self.image_groups.append(torch.tensor(groups, dtype=torch.int64, device=device))
-        names = b"".join(
-            d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in dict.fromkeys(zip(dataset, cls_name))
-        )
-        self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
+        samples = [0] * len(score) if view_sample_id is None else [
+            sample_key(d, c, v) if v else 0 for d, c, v in zip(dataset, cls_name, view_sample_id, strict=True)
+        ]
+        self.image_samples.append(torch.tensor(samples, dtype=torch.int64, device=device))
+        new = [pair for pair, gid in dict(zip(zip(dataset, cls_name), groups)).items() if gid not in self._named_groups]
+        if new:  # each group's names once per process, not once per batch: bounded by the number of groups
+            self._named_groups.update(group_id(d, c) for d, c in new)
+            names = b"".join(d.encode() + _NAME_SEPARATOR + c.encode() + _NAME_SEPARATOR for d, c in new)
+            self.group_names.append(torch.tensor(list(names), dtype=torch.uint8, device=device))
 
-        masked = torch.nonzero(has_mask.reshape(-1).bool()).squeeze(1).cpu()
-        if len(masked):
-            if len(masked) < len(score):
-                anomaly_map, mask = anomaly_map[masked], mask[masked]
+        masked = torch.nonzero(has_mask.reshape(-1).bool()).squeeze(1).cpu().tolist()
+        if masked:
             # pixel work runs in numpy on CPU: region labelling needs it, and it is single-threaded
-            anomalous = mask.detach().cpu()
-            anomalous = anomalous.numpy() if anomalous.dtype == torch.bool else anomalous.float().numpy() > 0.5
-            groups_masked = [groups[i] for i in masked.tolist()]
-            self._add_pixels(quantize_maps(anomaly_map), anomalous, groups_masked, device)
+            for size in dict.fromkeys(self.pixel_eval_size.get(dataset[i]) for i in masked):
+                rows = [i for i in masked if self.pixel_eval_size.get(dataset[i]) == size]
+                self._add_masked(anomaly_map, mask, rows, [groups[i] for i in rows], size, device)
+            release_freed_memory()
+        if self.type_metrics is not None:
+            self._update_types(score, label, anomaly_map, mask, has_mask, dataset, cls_name, defect_type)
+
+    def _add_masked(self, anomaly_map: Tensor, mask: Tensor, rows: list[int], groups: list[int], size: int | None,
+                    device: torch.device) -> None:
+        """Pixel states of the images at `rows` of the batch (masked ones), at `size` x `size` (None: as given)."""
+        if len(rows) < len(anomaly_map):
+            index = torch.tensor(rows, device=anomaly_map.device)
+            anomaly_map, mask = anomaly_map[index], mask[index]
+        if size is not None:
+            anomaly_map, mask = resize_for_pixel_metrics(anomaly_map.detach(), mask.detach(), size)
+        anomalous = mask.detach().cpu()
+        anomalous = anomalous.numpy() if anomalous.dtype == torch.bool else anomalous.float().numpy() > 0.5
+        self._add_pixels(quantize_maps(anomaly_map), anomalous, groups, device)
+
+    def _update_types(self, score: Tensor, label: Tensor, anomaly_map: Tensor, mask: Tensor, has_mask: Tensor,
+                      dataset: Sequence[str], cls_name: Sequence[str], defect_type: Sequence[str] | None) -> None:
+        """Feed the type evaluator: per anomaly type, its images and every normal image, as class <cls>/<type>."""
+        if not any(d in self.anomaly_types for d in dataset):
+            return
+        if defect_type is None:
+            raise ValueError(f"AnomalyMetrics: anomaly types of {sorted(self.anomaly_types)} need defect_type per image")
+        for type_name in dict.fromkeys(t for types in self.anomaly_types.values() for t in types.values()):
+            rows = [i for i, (d, t, y) in enumerate(zip(dataset, defect_type, label.tolist(), strict=True))
+                    if d in self.anomaly_types and (y == 0 or self.anomaly_types[d].get(t) == type_name)]
+            if not rows:
+                continue
+            index = torch.tensor(rows, device=score.device)
+            self.type_metrics.update(score[index], label[index], anomaly_map[index], mask[index], has_mask[index],
+                                     [dataset[i] for i in rows], [f"{cls_name[i]}/{type_name}" for i in rows])
 
     def _check_names(self, dataset: Sequence[str], cls_name: Sequence[str], batch: int) -> list[int]:
         if isinstance(dataset, str) or isinstance(cls_name, str):
@@ -301,7 +409,8 @@ class AnomalyMetrics(Metric):
         """Bytes held by the accumulated states (all the evaluator keeps between updates)."""
         states = [getattr(self, name) for name in _STATE_DTYPES]
         tensors = [t for state in states for t in (state if isinstance(state, list) else [state])]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        own = sum(t.numel() * t.element_size() for t in tensors)
+        return own + (self.type_metrics.state_nbytes() if self.type_metrics is not None else 0)
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: per-batch values of these metrics mean little (and one-class batches have none)."""
@@ -326,7 +435,8 @@ class AnomalyMetrics(Metric):
         state = {name: _concat(getattr(self, name), dtype) for name, dtype in _STATE_DTYPES.items()}
         state["pixel_hists"] = state["pixel_hists"].reshape(-1, MAP_LEVELS)
         state["normal_pixel_hists"] = state["normal_pixel_hists"].reshape(-1, MAP_LEVELS)
-        state["anomalous_groups"] = np.repeat(state["masked_groups"], state["masked_anomalous"])
+        state["anomalous_starts"] = np.cumsum(state["masked_anomalous"]) - state["masked_anomalous"]
+        multi_view = bool((state["image_samples"] != 0).any())
         rows, inspection_rows, decision_rows = [], [], []
         for gid, (dataset, cls_name) in ordered:
             group = f"{dataset}/{cls_name}"
@@ -336,10 +446,15 @@ class AnomalyMetrics(Metric):
             row, inspection, decisions = dict(keys), dict(keys), dict(keys)
             row |= self._image_metrics(scores, labels, group)
             inspection |= {f"image_overkill@{e}": overkill_at_escape(scores, labels, e) for e in OVERKILL_ESCAPE_PERCENTS}
+            if multi_view:
+                sample_row, sample_inspection = self._sample_metrics(
+                    scores, labels, state["image_samples"][in_group], group)
+                row |= sample_row
+                inspection |= sample_inspection
             if self.thresholds is not None:
                 decisions |= image_decision_metrics(scores, labels, self.thresholds.lookup(dataset, cls_name)[0].image)
             if (state["hist_groups"] == gid).any():
-                anomalous = state["anomalous_groups"] == gid  # the group's anomalous pixels, found once
+                anomalous = _group_pixel_index(state, gid)  # the group's anomalous pixels, found once
                 negatives, positives = self._pixel_histograms(state, gid, anomalous)
                 row |= self._pixel_metrics(state, gid, group, negatives, positives, anomalous)
                 inspection |= self._aupimo(state, gid)
@@ -349,10 +464,48 @@ class AnomalyMetrics(Metric):
             rows.append(row)
             inspection_rows.append({m: math.nan for m in INSPECTION_METRICS} | inspection)
             decision_rows.append({m: math.nan for m in DECISION_METRICS} | decisions)
-        sections = {"inspection": ResultsTable(inspection_rows, INSPECTION)}
+        layout, inspection_layout = (MULTI_VIEW, MULTI_VIEW_INSPECTION) if multi_view else (THRESHOLD_FREE, INSPECTION)
+        sections = {"inspection": ResultsTable(inspection_rows, inspection_layout)}
         if self.thresholds is not None:
             sections["decisions"] = ResultsTable(decision_rows, decisions_layout(self.thresholds.describe()))
-        return ResultsTable(rows, sections=sections)
+        if self.type_metrics is not None:  # computed on every rank (it syncs), even one that saw no such image
+            sections |= self._type_sections()
+        return ResultsTable(rows, layout, sections=sections)
+
+    def _type_sections(self) -> dict[str, ResultsTable]:
+        """The anomaly-type evaluator's table and its inspection section, titled, as two sections."""
+        by_type = self.type_metrics.compute()
+        if not by_type.class_rows():
+            return {}
+        inspection = by_type.sections["inspection"]
+        note = "each anomaly type with all normal images of its class"
+        return {
+            "anomaly_types": ResultsTable(by_type.class_rows(), replace(
+                by_type.layout, title=f"By anomaly type ({note})")),
+            "anomaly_types_inspection": ResultsTable(inspection.class_rows(), replace(
+                inspection.layout, title=f"Inspection metrics by anomaly type ({note})")),
+        }
+
+    def reset(self) -> None:
+        super().reset()
+        self._named_groups.clear()
+        if self.type_metrics is not None:
+            self.type_metrics.reset()
+
+    def _sample_metrics(
+        self, scores: np.ndarray, labels: np.ndarray, samples: np.ndarray, group: str
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """S-AUROC/AP/F1max and S-Overkill@e of the group's multi-view samples (NaN when it has none)."""
+        viewed = samples != 0
+        if not viewed.any():
+            return dict.fromkeys(SAMPLE_METRICS, math.nan), dict.fromkeys(SAMPLE_INSPECTION_METRICS, math.nan)
+        sample_scores, sample_labels = sample_max(scores[viewed], labels[viewed], samples[viewed])
+        counts = counts_from_scores(torch.from_numpy(sample_scores), torch.from_numpy(sample_labels > 0))
+        if counts.n_positive == 0 or counts.n_negative == 0:
+            warn_one_class(f"sample metrics of {group}", counts.n_positive, counts.n_negative, unit="samples")
+        overkill = {f"sample_overkill@{e}": overkill_at_escape(sample_scores, sample_labels, e)
+                    for e in OVERKILL_ESCAPE_PERCENTS}
+        return self._binary_metrics(counts, "sample"), overkill
 
     def _group_names(self) -> dict[int, tuple[str, str]]:
         raw = _concat(self.group_names, torch.uint8).tobytes().split(_NAME_SEPARATOR)[:-1]
@@ -377,7 +530,7 @@ class AnomalyMetrics(Metric):
     def _pixel_histograms(
         state: dict[str, np.ndarray], gid: int, anomalous: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Level histograms of the group's normal and anomalous pixels (anomalous: its entries of
+        """Level histograms of the group's normal and anomalous pixels (anomalous: the positions of its entries in
         anomalous_levels)."""
         all_pixels = state["pixel_hists"][state["hist_groups"] == gid].sum(0)
         positives = np.bincount(state["anomalous_levels"][anomalous], minlength=MAP_LEVELS)

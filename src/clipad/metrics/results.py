@@ -22,7 +22,10 @@ METRIC_NAMES = (
     "pixel_f1max",
     "pixel_aupro",
 )
-ORACLE_METRICS = ("image_f1max", "pixel_f1max")
+ORACLE_METRICS = ("image_f1max", "sample_f1max", "pixel_f1max")
+# Multi-view datasets (Real-IAD): a sample's score is the max of its views' image scores, its label the max of
+# their labels (the AdaptCLIP reference's S-* metrics). Shown after the image metrics when the test rows have views.
+SAMPLE_METRICS = ("sample_auroc", "sample_ap", "sample_f1max")
 KEY_COLUMNS = ("level", "domain", "dataset", "class")
 MEAN = "mean"  # the class (and, for domain rows, dataset) entry of a mean row
 
@@ -30,6 +33,9 @@ _HEADERS = {
     "image_auroc": "Image AUROC",
     "image_ap": "Image AP",
     "image_f1max": "Image F1-max†",
+    "sample_auroc": "Sample AUROC",
+    "sample_ap": "Sample AP",
+    "sample_f1max": "Sample F1-max†",
     "pixel_auroc": "Pixel AUROC",
     "pixel_ap": "Pixel AP",
     "pixel_f1max": "Pixel F1-max†",
@@ -52,6 +58,17 @@ class TableLayout:
 
 
 THRESHOLD_FREE = TableLayout(METRIC_NAMES, _HEADERS, ORACLE_FOOTNOTE)
+MULTI_VIEW = TableLayout(
+    (*METRIC_NAMES[:3], *SAMPLE_METRICS, *METRIC_NAMES[3:]),
+    _HEADERS,
+    ORACLE_FOOTNOTE + " Sample metrics: one score per physical sample, the max over its camera views' image "
+    "scores (label: the max of their labels); \"-\" for datasets without views.",
+)
+
+
+def layout_of_columns(columns: Sequence[str]) -> TableLayout:
+    """The threshold-free layout a results CSV with these columns was written with."""
+    return MULTI_VIEW if SAMPLE_METRICS[0] in columns else THRESHOLD_FREE
 
 
 def format_percent(value: float | None) -> str:
@@ -182,10 +199,14 @@ class ResultsTable:
         return paths
 
     @classmethod
-    def from_csv(cls, path: str | Path, layout: TableLayout = THRESHOLD_FREE) -> ResultsTable:
-        """Read a table written by ``to_csv`` (its class rows; means are recomputed identically)."""
+    def from_csv(cls, path: str | Path, layout: TableLayout | None = None) -> ResultsTable:
+        """Read a table written by ``to_csv`` (its class rows; means are recomputed identically).
+
+        layout None: the threshold-free one, with the sample metrics when the file has them."""
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        layout = layout or layout_of_columns(reader.fieldnames or ())
         metrics = layout.metrics
         missing = [c for c in (*KEY_COLUMNS, *metrics) if rows and c not in rows[0]]
         if missing:
@@ -212,21 +233,31 @@ INSPECTION_METRICS = (
     "pixel_aupimo",
     "pixel_aupimo_std",
 )
+SAMPLE_INSPECTION_METRICS = ("sample_overkill@2", "sample_overkill@5", "sample_overkill@10")
+_INSPECTION_HEADERS = {
+    "image_overkill@2": "Overkill@2",
+    "image_overkill@5": "Overkill@5",
+    "image_overkill@10": "Overkill@10",
+    "sample_overkill@2": "S-Overkill@2",
+    "sample_overkill@5": "S-Overkill@5",
+    "sample_overkill@10": "S-Overkill@10",
+    "pixel_aupimo": "Pixel AUPIMO",
+    "pixel_aupimo_std": "AUPIMO std",
+}
 INSPECTION = TableLayout(
     INSPECTION_METRICS,
-    {
-        "image_overkill@2": "Overkill@2",
-        "image_overkill@5": "Overkill@5",
-        "image_overkill@10": "Overkill@10",
-        "pixel_aupimo": "Pixel AUPIMO",
-        "pixel_aupimo_std": "AUPIMO std",
-    },
+    _INSPECTION_HEADERS,
     footnote=(
         "Overkill@e: share of normal images flagged at the threshold that lets e % of the anomalous images "
         "escape (AdaptCLIP; lower is better). AUPIMO: mean (and std) over anomalous images of the area under "
         "each image's TPR over the normal images' pixel FPR in [1e-5, 1e-4], log-scaled (anomalib)."
     ),
     title="Inspection metrics (threshold-free)",
+)
+MULTI_VIEW_INSPECTION = replace(
+    INSPECTION,
+    metrics=(*INSPECTION_METRICS[:3], *SAMPLE_INSPECTION_METRICS, *INSPECTION_METRICS[3:]),
+    footnote=INSPECTION.footnote + " S-Overkill@e: the same over samples (max over their views).",
 )
 DECISION_METRICS = (
     "image_precision",

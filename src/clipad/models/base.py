@@ -95,7 +95,8 @@ class AnomalyModule(L.LightningModule):
 
         datamodule = self.trainer.datamodule
         thresholds = self.decision_thresholds if stage == "test" else None
-        metrics = AnomalyMetrics(domains=datamodule.domains, thresholds=thresholds)
+        options = datamodule.metric_options() if hasattr(datamodule, "metric_options") else {}
+        metrics = AnomalyMetrics(domains=datamodule.domains, thresholds=thresholds, **options)
         setattr(self, f"{stage}_metrics", metrics.to(self.device))
         self._image_records[stage] = []
 
@@ -116,6 +117,8 @@ class AnomalyModule(L.LightningModule):
             has_mask=batch.has_mask,
             dataset=batch.dataset,
             cls_name=batch.cls_name,
+            view_sample_id=batch.view_sample_id,
+            defect_type=batch.defect_type,
         )
         self._image_records[stage].extend(
             ImageScore(dataset=d, cls_name=c, path=p, label=int(y), score=float(s))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from clipad.metrics.results import METRIC_NAMES, ResultsTable, format_mean_std, format_percent
+from clipad.metrics.results import ResultsTable, format_mean_std, format_percent
 
 RESULTS_FILE = "results.csv"
 SEED_OVERRIDE = re.compile(r"\s*\b(few_shot_seed|seed)=\S+")
@@ -50,7 +50,7 @@ def summary_columns(table: ResultsTable) -> dict[str, float]:
     out = {}
     for row in chosen:
         name = row["dataset"] if row["level"] == "dataset" else f"{row['domain']} (domain)"
-        for metric in METRIC_NAMES:
+        for metric in table.metrics:  # with the sample metrics when the run's rows had views
             out[f"{name}/{metric}"] = row[metric]
     return out
 

@@ -94,7 +94,8 @@ def check_missing_masks(rows: Sequence[SampleRow], *, dataset: str, pixel_labels
     """Anomalous images without a mask in a dataset with masks: an error, or (image_only) image metrics only."""
     if policy not in MISSING_MASK_POLICIES:
         raise ConfigError(f"data.missing_mask must be one of {MISSING_MASK_POLICIES}, got {policy!r}")
-    lacking = [r["img_path"] for r in rows if pixel_labels and r["label"] == 1 and not r["mask_path"]]
+    lacking = [r["img_path"] for r in rows
+               if pixel_labels and r["label"] == 1 and not r["mask_path"] and not r.get("classification_only")]
     if lacking and policy == "error":
         raise DatasetError(
             f"{len(lacking)} anomalous images of dataset {dataset!r} have no mask, e.g. {lacking[:3]}. Add the "

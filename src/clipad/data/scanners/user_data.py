@@ -57,6 +57,7 @@ def scan_meta(root: Path, cfg: DictConfig) -> Scan:
     for row in rows:
         if row["mask_path"] and Path(row["mask_path"]).is_dir():
             row["mask_path"] = None  # the reference's convention for "no mask": image-level labels only
+            row["classification_only"] = True
         elif row["mask_path"] and not Path(row["mask_path"]).is_file():
             scan.add_unpaired([Path(row["img_path"])], row["cls_name"], row["split"])  # its mask is missing
             row["mask_path"] = None

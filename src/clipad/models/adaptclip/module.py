@@ -35,6 +35,7 @@ class NormalPromptSource(Protocol):
     """Whatever supplies the k normal prompt images of a class (the datamodule, or a stub/folder)."""
 
     def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor: ...  # [k, 3, H, W]
+    # multi-view datasets: also normal_prompt_images(dataset, cls_name, view_id), the prompts of one view
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class AdaptCLIPModule(AnomalyModule):
             raise ValueError(
                 f"shots={self.shots} must be 0 (zero-shot) or a positive number of normal images"
             )
-        self._prompt_cache: dict[tuple[str, str, int, int], list[torch.Tensor]] = {}
+        self._prompt_cache: dict[tuple, list[torch.Tensor]] = {}  # (dataset, class, shots, seed[, view])
         self.prompt_source = None
         self._hand_made_text: torch.Tensor | None = None
         self._warned_small_batch = False
@@ -203,7 +204,7 @@ class AdaptCLIPModule(AnomalyModule):
         return branches
 
     # ---------------------------------------------------------------- few-shot prompts
-    def _prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
+    def _prompt_images(self, dataset: str, cls_name: str, view_id: str | None = None) -> torch.Tensor:
         source = self.prompt_source
         if source is None:
             try:
@@ -215,7 +216,10 @@ class AdaptCLIPModule(AnomalyModule):
                 f"shots={self.shots} needs normal prompt images: run under a Trainer whose datamodule has "
                 "normal_prompt_images(dataset, cls_name), or set module.prompt_source to such an object"
             )
-        images = source.normal_prompt_images(dataset, cls_name)
+        if view_id is None:
+            images = source.normal_prompt_images(dataset, cls_name)
+        else:
+            images = source.normal_prompt_images(dataset, cls_name, view_id)
         if images.ndim != 4 or images.shape[0] != self.shots:
             raise ValueError(
                 f"normal_prompt_images({dataset!r}, {cls_name!r}) returned shape {tuple(images.shape)}; "
@@ -223,14 +227,15 @@ class AdaptCLIPModule(AnomalyModule):
             )
         return images
 
-    def prompt_memory(self, dataset: str, cls_name: str) -> list[torch.Tensor]:
+    def prompt_memory(self, dataset: str, cls_name: str, view_id: str | None = None) -> list[torch.Tensor]:
         """Per layer [1, k * N, D]: the unit patch tokens of all k prompt images of the class, pooled.
 
-        Computed once per (dataset, class, shots, seed) and reused for every query of the class.
+        Computed once per (dataset, class, shots, seed) and reused for every query of the class; for a query
+        with a camera view, once per (dataset, class, view, ...) from that view's prompts (the reference's).
         """
-        key = (dataset, cls_name, self.shots, self.few_shot_seed)
+        key = (dataset, cls_name, self.shots, self.few_shot_seed) + (() if view_id is None else (view_id,))
         if key not in self._prompt_cache:
-            images = self._prompt_images(dataset, cls_name).to(self.device)
+            images = self._prompt_images(dataset, cls_name, view_id).to(self.device)
             chunks = [self.features(chunk).unit_patches() for chunk in images.split(PROMPT_CHUNK)]
             layers = [torch.cat(per_layer) for per_layer in zip(*chunks, strict=True)]
             self._prompt_cache[key] = [t.reshape(1, -1, t.shape[-1]) for t in layers]
@@ -244,14 +249,15 @@ class AdaptCLIPModule(AnomalyModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Alignment map [B, H, W] and, with the prompt-query adapter, its map [B, H, W] and score [B].
 
-        Queries are grouped by class so that each class's prompt memory is matched once per batch.
+        Queries are grouped by class (and view) so that each prompt memory is matched once per batch.
         """
         grid = self.backbone.grid
         patches = query.unit_patches()
         alignment = patches[0].new_empty(len(batch), *size)
         pq_map = patches[0].new_empty(len(batch), *size) if self.adapters.prompt_query is not None else None
         pq_score = patches[0].new_empty(len(batch)) if self.adapters.prompt_query is not None else None
-        keys = list(zip(batch.dataset, batch.cls_name, strict=True))
+        views = [v or None for v in batch.view_id] if batch.view_id is not None else [None] * len(batch)
+        keys = list(zip(batch.dataset, batch.cls_name, views, strict=True))
         for key in dict.fromkeys(keys):
             rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=patches[0].device)
             queries = [p[rows] for p in patches]
