@@ -164,7 +164,9 @@ def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
     optimizer = module.configure_optimizers()
 
     def step() -> None:
-        loss = module.training_step(batch, 0)
+        # bf16: the forward under autocast, backward and optimizer step outside it (as Lightning does).
+        with torch.autocast(device_type=setting.device, dtype=torch.bfloat16, enabled=setting.precision == "bf16"):
+            loss = module.training_step(batch, 0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -179,7 +181,7 @@ def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, t
     run = case_function(case, setting)
     if isinstance(run, str):
         return Measured(note=run)
-    if setting.precision == "bf16":
+    if setting.precision == "bf16" and not case.endswith("train"):  # a training step handles its own
         run = autocast_bf16(run, setting.device)
     sync = torch.cuda.synchronize if setting.device == "cuda" else (lambda: None)
     memory = PeakMemory(setting.device)
