@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipad.backbone.packed_text import PackedText
+from clipad.backbone.packed_text import PackedText, block_at_rows
 from clipad.backbone.pos_embed import resize_positional_embedding
 from clipad.backbone.value_value import OrdinaryRows, block_step
 from clipad.backbone.weights import resolve_pretrained
@@ -223,16 +223,21 @@ class ClipBackbone(nn.Module):
         heads = clip.transformer.resblocks[0].attn.num_heads
         mask = packed.mask.repeat_interleave(heads, dim=0)  # [R * heads, S, S], as nn.MultiheadAttention wants
         x = packed.states
+        last = self.text_depth - 1
         for index, block in enumerate(clip.transformer.resblocks):
             if index == 0:
                 continue
             with torch.set_grad_enabled(grad_wanted and index >= first_grad_block):
                 if before_block is not None:
                     x = before_block(index, x)
-                x = block(x, attn_mask=mask)
+                if index < last:
+                    x = block(x, attn_mask=mask)
+                else:  # only the end-of-text states are read after the last block
+                    x = block_at_rows(block, x, packed.mask, packed.eot)
         with torch.set_grad_enabled(grad_wanted):
-            pooled = x[torch.arange(x.shape[0], device=x.device)[:, None], packed.eot]  # [R, T, C]
-            return clip.ln_final(pooled) @ clip.text_projection
+            if last == 0:  # a one-block tower: block 0 was the last
+                x = x[torch.arange(x.shape[0], device=x.device)[:, None], packed.eot]
+            return clip.ln_final(x) @ clip.text_projection  # [R, T, D]
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipad.backbone.value_value import merge_heads, split_heads
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,19 @@ def pack_rows(states: list[torch.Tensor], layouts: list[SentenceLayout]) -> Pack
     mask = torch.zeros(allowed.shape, dtype=states[0].dtype, device=device).masked_fill_(~allowed, float("-inf"))
     eot = torch.stack([layout.eot for layout in layouts]).to(device)
     return PackedText(torch.stack(rows), mask, eot)
+
+
+def block_at_rows(block: nn.Module, x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """An open_clip text block on packed states x [R, S, C] (additive mask [R, S, S]) whose output is
+    wanted only at `rows` [R, T] (the end-of-text states, in the last block): keys and values of every
+    position, queries, MLP and residual only at those rows. Returns [R, T, C]."""
+    attn = block.attn
+    heads = attn.num_heads
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    index = rows.unsqueeze(-1)
+    q = q.gather(1, index.expand(-1, -1, q.shape[-1]))
+    row_mask = mask.gather(1, index.expand(-1, -1, mask.shape[-1])).unsqueeze(1).to(q.dtype)  # [R, 1, T, S]
+    attended = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
+                                              attn_mask=row_mask)
+    out = x.gather(1, index.expand(-1, -1, x.shape[-1])) + block.ls_1(attn.out_proj(merge_heads(attended)))
+    return out + block.ls_2(block.mlp(block.ln_2(out)))

@@ -13,12 +13,12 @@ from torch import nn
 OrdinaryRows = Literal["all", "cls", "none"]
 
 
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, L, C] -> [B, heads, L, C / heads]"""
     return t.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
-def _merge(t: torch.Tensor) -> torch.Tensor:
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
     """[B, heads, L, d] -> [B, L, heads * d]"""
     return t.transpose(1, 2).flatten(2)
 
@@ -29,8 +29,8 @@ def value_value_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch
     Reuses the block's own value projection and output projection, so it adds no parameters.
     x: [B, L, C] (already layer-normed by the block's ln_1).
     """
-    v = _heads(F.linear(x, *_value_weights(attn)), attn.num_heads)
-    return attn.out_proj(_merge(F.scaled_dot_product_attention(v, v, v)))
+    v = split_heads(F.linear(x, *_value_weights(attn)), attn.num_heads)
+    return attn.out_proj(merge_heads(F.scaled_dot_product_attention(v, v, v)))
 
 
 def _mlp_step(block: nn.Module, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
@@ -54,19 +54,19 @@ def block_step(
     normed = block.ln_1(x)
     if rows == "none" and value_value:
         return None, (x if vv is None else vv) + value_value_attention(attn, normed)
-    q, k, v = (_heads(t, heads) for t in F.linear(normed, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    q, k, v = (split_heads(t, heads) for t in F.linear(normed, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
     if rows == "cls":
         q = q[:, :, :1]
     vv_base = x if vv is None else vv
     if not value_value:
-        attended = attn.out_proj(_merge(F.scaled_dot_product_attention(q, k, v)))
+        attended = attn.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
         return _mlp_step(block, x[:, : q.shape[2]], attended), None
     if rows == "all":
         both = F.scaled_dot_product_attention(torch.cat([q, v]), torch.cat([k, v]), torch.cat([v, v]))
-        ordinary, value = attn.out_proj(_merge(both)).chunk(2)
+        ordinary, value = attn.out_proj(merge_heads(both)).chunk(2)
         return _mlp_step(block, x, ordinary), vv_base + value
-    ordinary = attn.out_proj(_merge(F.scaled_dot_product_attention(q, k, v)))
-    value = attn.out_proj(_merge(F.scaled_dot_product_attention(v, v, v)))
+    ordinary = attn.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+    value = attn.out_proj(merge_heads(F.scaled_dot_product_attention(v, v, v)))
     return _mlp_step(block, x[:, :1], ordinary), vv_base + value
 
 
