@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo app test bench lint clean
+.PHONY: help install demo app test bench bench-gpu lint clean
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: $(STAMP)  ## run the test suite (no network, no pretrained weights)
 
 bench: $(STAMP)  ## benchmarks: timing tables, never fail on time (BENCH_ARGS=--quick: ~2 min)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+bench-gpu: $(STAMP)  ## GPU tables: ViT-L@518 batch 1/8 fp32/bf16, AdaCLIP train memory (says so without CUDA)
+	$(PY) bench/run_all.py --device cuda
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests bench train.py evaluate.py

@@ -4,23 +4,30 @@
     python bench/model.py --quick    # CPU: tiny only, one timed run per case
     python bench/model.py --backbones vit_b16_plus_240 --size 240 --cases "winclip 0-shot" "winclip 1-shot"
 
-The floor of every row group is a bare image-tower forward of the same backbone on the same input
-(`ClipBackbone.encode_image`, no grad); every other row is compared with it. With a GPU, ViT-L-14-336 at
-518 px (the papers' setting) runs on it as well. Timing never fails the run.
+    python bench/model.py --device cuda   # GPU (`make bench-gpu`): ViT-L-14-336 at 518 px, fp32 and bf16
 
-Each case runs in its own child process, forked from this one after the imports (so no child pays them):
+The floor of every row group is a bare image-tower forward of the same backbone on the same input
+(`ClipBackbone.encode_image`, no grad); every other row is compared with it (CPU: by CPU time, which waiting
+for a core on a shared machine does not inflate; GPU: by wall time). A second table gives images/s at
+batch 1 and 8. Timing never fails the run.
+
+On CPU each case runs in its own child process, forked from this one after the imports (so no child pays
+them); on CUDA the cases run in this process, one after another (memory counters reset per case):
   time    median wall time of the timed runs after one warm-up run (the warm-up also computes anything a
-          model caches: text features per class, few-shot prompt features per class), and the median CPU
-          time of the process over the same runs (all threads): on a machine shared with other jobs, wall
-          time well above CPU time / threads means the case waited for a core;
+          model caches: text features per class, few-shot prompt features per class; the "adaptclip memory"
+          case clears its cache on every run: a cold build of the prompt memory of k = batch normal
+          images), and the median CPU time of the process over the same runs (all threads). With more
+          threads than free cores, waiting threads spin: CPU time is inflated too; --threads 1 is the
+          steadiest setting on a shared machine;
   memory  CPU: the peak resident memory (VmHWM, reset through /proc/self/clear_refs just before the warm-up)
           minus the resident memory at that moment, i.e. what running the case adds on top of the loaded
           model and input, allocator caching included; GPU: torch.cuda.max_memory_allocated minus the
-          allocation at the start.
+          allocation at the start (the total peak is in the last column).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import re
 import statistics
@@ -29,7 +36,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,9 +50,9 @@ from clipad.models.registry import build_module
 from clipad.models.winclip import module as _winclip  # noqa: F401
 
 # Inference budgets relative to the floor (the issue's targets).
-TARGETS = {"adaclip": 2.5, "adaptclip 1-shot": 1.5, "adaptclip 0-shot": 1.3}
-CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaclip train", "adaptclip train",
-         "winclip 0-shot", "winclip 1-shot")
+TARGETS = {"adaclip": 2.5, "adaptclip 1-shot": 1.5, "adaptclip 0-shot": 1.3, "adaptclip memory": 1.1}
+CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaptclip memory", "adaclip train",
+         "adaptclip train", "winclip 0-shot", "winclip 1-shot")
 BACKBONES = {"tiny": "tiny", "vit_b16": "vit_b16", "vit_l14_336": "vit_l14_336",
              "vit_b16_plus_240": "vit_b16_plus_240"}
 
@@ -56,6 +63,7 @@ class Setting:
     backbone: str  # conf/backbone name
     size: int
     batch: int
+    precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only)
 
 
 @dataclass
@@ -117,10 +125,10 @@ def random_batch(setting: Setting, normal_image: bool = False) -> Batch:
 
 
 class BenchPrompts:
-    """One random normal prompt image (the 1-shot case)."""
+    """Random normal prompt images: one (the 1-shot case) or one per batch image (the memory build)."""
 
-    def __init__(self, setting: Setting) -> None:
-        self.images = torch.randn(1, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(1))
+    def __init__(self, setting: Setting, shots: int = 1) -> None:
+        self.images = torch.randn(shots, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(1))
 
     def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor:
         return self.images
@@ -151,6 +159,17 @@ def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
     if case == "adaptclip 1-shot":
         module.shots = 1
         module.prompt_source = BenchPrompts(setting)
+    if case == "adaptclip memory":
+        # A cold prompt-memory build for k = batch normal images, against the floor on as many images.
+        module.eval()
+        module.shots = setting.batch
+        module.prompt_source = BenchPrompts(setting, shots=setting.batch)
+
+        def cold_memory() -> None:
+            module.clear_prompt_cache()
+            module.prompt_memory("bench", "bottle")
+
+        return cold_memory
     batch = random_batch(setting, normal_image=training and model == "adaptclip")
     if not training:
         module.eval()
@@ -161,7 +180,9 @@ def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
     optimizer = module.configure_optimizers()
 
     def step() -> None:
-        loss = module.training_step(batch, 0)
+        # bf16: the forward under autocast, backward and optimizer step outside it (as Lightning does).
+        with torch.autocast(device_type=setting.device, dtype=torch.bfloat16, enabled=setting.precision == "bf16"):
+            loss = module.training_step(batch, 0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -176,6 +197,8 @@ def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, t
     run = case_function(case, setting)
     if isinstance(run, str):
         return Measured(note=run)
+    if setting.precision == "bf16" and not case.endswith("train"):  # a training step handles its own
+        run = autocast_bf16(run, setting.device)
     sync = torch.cuda.synchronize if setting.device == "cuda" else (lambda: None)
     memory = PeakMemory(setting.device)
     memory.start()
@@ -192,11 +215,21 @@ def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, t
         if max_repeats == 1:
             break
     per_image = 1000 / setting.batch
+    total = f"total peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MB" if setting.device == "cuda" else ""
     return Measured(
         ms_per_image=statistics.median(times) * per_image,
         cpu_ms_per_image=statistics.median(cpu_times) * per_image,
         memory_mb=memory.peak_mb(),
+        note=total,
     )
+
+
+def autocast_bf16(run: Callable[[], object], device: str) -> Callable[[], object]:
+    def under_autocast() -> object:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return run()
+
+    return under_autocast
 
 
 def _child(case: str, setting: Setting, repeats: int, min_seconds: float, threads: int, pipe) -> None:
@@ -209,7 +242,9 @@ def _child(case: str, setting: Setting, repeats: int, min_seconds: float, thread
 
 # ----------------------------------------------------------------------------- parent side
 def run_case(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
-    context = mp.get_context("fork" if setting.device == "cpu" else "spawn")  # CUDA cannot be forked
+    if setting.device == "cuda":
+        return run_case_here(case, setting, args)
+    context = mp.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(case, setting, args.repeats, args.min_seconds, args.threads, send))
     process.start()
@@ -221,8 +256,21 @@ def run_case(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
     return result
 
 
+def run_case_here(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
+    """CUDA: in this process (a forked child cannot use CUDA, a spawned one pays the imports again);
+    the peak-memory counters are reset per case and the cached blocks freed after it."""
+    try:
+        return measure(case, setting, args.repeats, args.min_seconds, args.threads)
+    except Exception as error:  # noqa: BLE001  (an out-of-memory case is a row of the table)
+        traceback.print_exc()
+        return Measured(note=f"error: {type(error).__name__}: {str(error)[:80]}")
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def format_row(setting: Setting, case: str, result: Measured, floor: Measured | None) -> str:
-    cells = [setting.device, setting.backbone, str(setting.size), str(setting.batch), case]
+    cells = [setting.device, setting.backbone, str(setting.size), str(setting.batch), setting.precision, case]
     if result.ms_per_image is None:
         return "| " + " | ".join(cells + ["", "", "", "", "", result.note]) + " |"
     on_gpu = setting.device == "cuda"
@@ -240,21 +288,48 @@ def format_row(setting: Setting, case: str, result: Measured, floor: Measured | 
         f"{1000 / result.ms_per_image:.1f}",
         f"{ratio:.2f}x" if ratio is not None else "",
         f"{result.memory_mb:.0f}",
-        verdict,
+        "; ".join(part for part in (verdict, result.note) if part),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 def settings(args: argparse.Namespace) -> list[Setting]:
+    if args.device == "cuda":
+        # The papers' setting: ViT-L-14-336 at 518 px, batches 1 and 8, fp32 and bf16.
+        return [Setting("cuda", "vit_l14_336", 518, batch, precision)
+                for precision in ("fp32", "bf16") for batch in (1, 8)]
     backbones = ["tiny"] if args.quick else args.backbones
-    found = [Setting("cpu", b, args.size, batch) for b in backbones for batch in args.batches]
-    if torch.cuda.is_available() and not args.quick:
-        found += [Setting("cuda", "vit_l14_336", 518, batch) for batch in args.batches]
-    return found
+    return [Setting("cpu", b, args.size, batch) for b in backbones for batch in args.batches]
+
+
+def training_memory_settings() -> list[Setting]:
+    """CUDA: an AdaCLIP training step at batches 1, 4 and 8 (its peak memory is the figure wanted)."""
+    return [Setting("cuda", "vit_l14_336", 518, batch, precision) for precision in ("fp32", "bf16")
+            for batch in (1, 4, 8)]
+
+
+def batching_table(results: dict[tuple[Setting, str], Measured]) -> list[str]:
+    """images/s at batch 1 and 8 per model: the gain per image of batching (target >= 1.5x on CPU)."""
+    lines = ["| device | backbone | size | precision | case | images/s batch 1 | images/s batch 8 | "
+             "gain (wall) | gain (CPU time) | target |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (setting, case), one in results.items():
+        eight = results.get((replace(setting, batch=8), case))
+        if setting.batch != 1 or eight is None or one.ms_per_image is None or eight.ms_per_image is None:
+            continue
+        gain = one.ms_per_image / eight.ms_per_image
+        cpu_gain = one.cpu_ms_per_image / eight.cpu_ms_per_image
+        verdict = f">= 1.5x: {'met' if cpu_gain >= 1.5 else 'NOT met'}" if setting.device == "cpu" else ""
+        lines.append(f"| {setting.device} | {setting.backbone} | {setting.size} | {setting.precision} | {case} | "
+                     f"{1000 / one.ms_per_image:.1f} | {1000 / eight.ms_per_image:.1f} | {gain:.2f}x | "
+                     f"{cpu_gain:.2f}x | {verdict} |")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: ViT-L-14-336 at 518 px, batch 1 and 8, fp32 and bf16, and the peak memory "
+                             "of AdaCLIP training steps at batch 1, 4, 8 (one table; exits 0 without CUDA)")
     parser.add_argument("--quick", action="store_true", help="tiny backbone only, one timed run per case")
     parser.add_argument("--backbones", nargs="+", default=["tiny", "vit_b16"], choices=sorted(BACKBONES))
     parser.add_argument("--size", type=int, default=224, help="CPU input size (px)")
@@ -265,19 +340,35 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a case is abandoned")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: bench/model.py --device cuda has nothing to run (exit 0)")
+        return 0
     if args.quick:
         args.repeats = 1
-    print(f"torch {torch.__version__}, {args.threads} CPU threads; random weights (speed does not depend on them)")
-    print("| device | backbone | size | batch | case | ms/image | CPU ms/image | images/s | vs floor | "
+    if args.device == "cuda":
+        args.repeats, args.min_seconds = min(args.repeats, 3), min(args.min_seconds, 1.0)  # the 8-minute budget
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; random weights "
+              "(speed does not depend on them)")
+    else:
+        print(f"torch {torch.__version__}, {args.threads} CPU threads; random weights (speed does not depend "
+              "on them). On a shared machine compare the CPU-time columns: wall time includes waiting for a core.")
+    print("| device | backbone | size | batch | precision | case | ms/image | CPU ms/image | images/s | vs floor | "
           "peak extra MB | target |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[tuple[Setting, str], Measured] = {}
+    inference_cases = [c for c in args.cases if c != "floor" and not (args.device == "cuda" and c.endswith("train"))]
     for setting in settings(args):
         floor = None
-        for case in ["floor", *[c for c in args.cases if c != "floor"]]:
-            result = run_case(case, setting, args)
+        for case in ["floor", *inference_cases]:
+            result = results[setting, case] = run_case(case, setting, args)
             if case == "floor":
                 floor = result
             print(format_row(setting, case, result, floor), flush=True)
+    if args.device == "cuda":
+        for setting in training_memory_settings():
+            print(format_row(setting, "adaclip train", run_case("adaclip train", setting, args), None), flush=True)
+    print("\nBatching: images/s at batch 1 and 8 (gain = batch-8 images/s over batch-1 images/s)")
+    print("\n".join(batching_table(results)))
     return 0
 
 

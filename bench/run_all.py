@@ -22,8 +22,12 @@ BENCHES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: about two minutes in all")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: only the model bench, on the GPU (`make bench-gpu`); says so without CUDA")
     args = parser.parse_args()
     here = Path(__file__).parent
+    if args.device == "cuda":
+        return subprocess.run([sys.executable, str(here / "model.py"), "--device", "cuda"], check=False).returncode
     for name, (full, quick) in BENCHES.items():
         print(f"\n===== bench/{name} {' '.join(quick if args.quick else full)} =====", flush=True)
         result = subprocess.run([sys.executable, str(here / name), *(quick if args.quick else full)], check=False)

@@ -288,15 +288,77 @@ def test_object_aware_sentences():
 
 
 def count_text_calls(module: AdaCLIPModule) -> list[int]:
+    """Sentences per text-tower call, padded (encode_text) or packed (encode_packed_text) alike."""
     calls: list[int] = []
-    encode = module.backbone.encode_text
+    encode, encode_packed = module.backbone.encode_text, module.backbone.encode_packed_text
 
     def counting(token_ids, before_block=None):
         calls.append(token_ids.shape[0])
         return encode(token_ids, before_block=before_block)
 
+    def counting_packed(packed, before_block=None):
+        calls.append(packed.eot.numel())
+        return encode_packed(packed, before_block=before_block)
+
     module.backbone.encode_text = counting
+    module.backbone.encode_packed_text = counting_packed
     return calls
+
+
+def padded_text_features(module: AdaCLIPModule, names: list[str], dynamic: torch.Tensor | None) -> torch.Tensor:
+    """The text tower on the padded [T, L] sentences, prompts written into every sentence (no packing)."""
+    tokens = torch.cat([module._sentences(name) for name in names])
+    per_name = tokens.shape[0] // len(names)
+    rows = dynamic.repeat_interleave(per_name, dim=0) if dynamic is not None else None
+    p = module.prompt_settings
+    hook = TextPromptHook(module.text_static_prompts, rows, p.depth, p.length)
+    return module.backbone.encode_text(tokens, before_block=hook).unflatten(0, (len(names), per_name))
+
+
+def randomise_trained_parameters(module: AdaCLIPModule) -> None:
+    """Larger random prompts than the 0.02 init, so that a wrong packing would show in the maps."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "overrides", "names"),
+    [("tiny", [], ("bottle", "metal_nut", "bottle")), ("tiny", ["prompt=static"], ("bottle", "metal_nut")),
+     ("tiny", ["prompt.length=3", "prompt.depth=3"], ("bottle", "metal_nut")),
+     ("vit_b16", ["backbone.pretrained=null", "backbone.allow_random=true"], ("metal_nut",))],
+)
+def test_packed_text_tower_gives_the_padded_maps(monkeypatch, backbone, overrides, names):
+    size = 112 if backbone == "tiny" else 64  # ViT-B-16: its text tower is the part under test
+    module = make_module(f"backbone.image_size={size}", *overrides, backbone=backbone).eval()
+    randomise_trained_parameters(module)
+    batch = make_batch(size=size, names=names)
+    with torch.no_grad():
+        packed = module(batch)
+        monkeypatch.setattr(module, "_encode_prompted_sentences", lambda names, dynamic: padded_text_features(
+            module, names, dynamic))
+        module._text_cache = {}
+        padded = module(batch)
+    # Packed vs padded sentences: the same sums over other shapes (float32 summation order only); the
+    # issue's bound on the maps is 1e-5.
+    torch.testing.assert_close(packed.anomaly_map, padded.anomaly_map, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed.raw_map, padded.raw_map, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed.score, padded.score, atol=1e-5, rtol=0)
+
+
+def test_packed_text_tower_gives_the_padded_gradients():
+    module = make_module("backbone.image_size=96").train()
+    randomise_trained_parameters(module)
+    dynamic = module.text_prompt_generator(torch.randn(2, 64))
+    names = ["bottle", "screw"]
+    packed = module._encode_prompted_sentences(names, dynamic)
+    grads_packed = torch.autograd.grad(packed.square().sum(), module.text_static_prompts.tokens[0])
+    padded = padded_text_features(module, names, dynamic)
+    grads_padded = torch.autograd.grad(padded.square().sum(), module.text_static_prompts.tokens[0])
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)  # summation order only, as above
+    torch.testing.assert_close(grads_packed[0], grads_padded[0], atol=1e-4, rtol=1e-4)
 
 
 def test_text_features_without_text_prompts_are_constant_per_class_and_cached():

@@ -501,3 +501,28 @@ def test_trainer_fit_and_checkpoint_round_trip(out_dir, tmp_path):
         a, b = module(batch), restored(batch)
     # Exact: equal weights, the same batch, the same process; any difference would be a lost parameter.
     assert torch.equal(a.anomaly_map, b.anomaly_map) and torch.equal(a.score, b.score)
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_shared_qkv_tower_keeps_the_maps_of_the_literal_one(out_dir, shots, monkeypatch):
+    from test_backbone import literal_image_tower
+
+    from clipad.backbone.clip_backbone import ImageFeatures
+
+    module = build(out_dir).eval()
+    module.shots, module.prompt_source = shots, StubPrompts(shots)
+    batch = make_batch()
+    with torch.no_grad():
+        fused = module(batch)
+        backbone = module.backbone
+
+        def literal(images, value_value=False, **_):
+            layers, last = literal_image_tower(backbone, images) if value_value else (None, None)
+            return ImageFeatures([t[:, : 1 + backbone.num_patches] for t in layers], last, backbone.grid)
+
+        monkeypatch.setattr(backbone, "encode_image", literal)
+        module.clear_prompt_cache()
+        reference = module(batch)
+    # Summation order only (shared qkv, stacked attention calls): the 1e-6 fidelity bound of AdaptCLIP.
+    torch.testing.assert_close(fused.anomaly_map, reference.anomaly_map, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused.score, reference.score, atol=1e-6, rtol=0)

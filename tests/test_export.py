@@ -1,6 +1,7 @@
 """ONNX export: onnxruntime equals the module's own forward (tiny backbone), batch size stays dynamic."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,14 @@ def test_export_command_reports_size_parity_and_latency(clip_module, tmp_path, c
     assert (tmp_path / "m.onnx").is_file()
     assert "MB" in printed and "RANDOM backbone" in printed and "OK" in printed
     assert "onnxruntime" in printed and "ms" in printed
+
+
+def test_latency_check_warms_both_runtimes_then_times_them_in_turns():
+    from clipad.onnx_export import warm_medians_ms
+
+    calls: list[str] = []
+    slow = lambda: calls.append("torch") or time.sleep(0.02)  # noqa: E731
+    fast = lambda: calls.append("onnx")  # noqa: E731
+    torch_ms, onnx_ms = warm_medians_ms([slow, fast], repeats=3, warmup=2)
+    assert calls == ["torch"] * 2 + ["onnx"] * 2 + ["torch", "onnx"] * 3  # warm-ups untimed, then in turns
+    assert torch_ms >= 20 > onnx_ms  # medians of the timed calls only

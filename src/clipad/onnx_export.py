@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,6 +221,7 @@ class ParityReport:
     score_max_abs_diff: float
     torch_ms_per_image: float
     onnx_ms_per_image: float
+    timed_calls: int  # warm calls per runtime behind each median
 
     def close(self, atol: float = 1e-4) -> bool:
         return self.map_max_abs_diff <= atol and self.score_max_abs_diff <= atol
@@ -235,19 +236,27 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def median_ms(run, repeats: int) -> float:
-    run()  # warm-up: first calls allocate and pick kernels
-    times = []
+def warm_medians_ms(runs: list[Callable[[], object]], repeats: int, warmup: int = 2) -> list[float]:
+    """Median wall time of each run over `repeats` calls, after `warmup` untimed calls of each.
+
+    The runs take turns call by call, so that a change of load on a shared machine hits all of them alike.
+    """
+    for run in runs:
+        for _ in range(warmup):  # first calls allocate, pick kernels and fill caches (text features)
+            run()
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000
+        for run, spent in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - start)
+    return [float(np.median(spent)) * 1000 for spent in times]
 
 
 def compare_with_torch(module: AnomalyModule, class_name: str, path: str | Path, batch: int = 2,
-                       repeats: int = 3, seed: int = 0, threads: int | None = None) -> ParityReport:
-    """ONNX Runtime against the module's own forward on the same random input, and both latencies (CPU).
+                       repeats: int = 5, seed: int = 0, threads: int | None = None) -> ParityReport:
+    """ONNX Runtime against the module's own forward on the same random input, and both latencies (CPU):
+    medians of `repeats` warm calls each (see warm_medians_ms).
 
     threads: CPU threads of both runtimes (None: each library's default).
     """
@@ -262,12 +271,14 @@ def compare_with_torch(module: AnomalyModule, class_name: str, path: str | Path,
     module.eval()
     with torch.no_grad():
         reference: AnomalyOutput = module(module_batch)
-        torch_ms = median_ms(lambda: module(module_batch), repeats) / batch
-    onnx_ms = median_ms(lambda: session.run(list(OUTPUT_NAMES), feed), repeats) / batch
+        torch_ms, onnx_ms = warm_medians_ms(
+            [lambda: module(module_batch), lambda: session.run(list(OUTPUT_NAMES), feed)], repeats
+        )
     return ParityReport(
         batch=batch,
         map_max_abs_diff=float(np.abs(onnx_map - reference.anomaly_map.float().cpu().numpy()).max()),
         score_max_abs_diff=float(np.abs(onnx_score - reference.score.float().cpu().numpy()).max()),
-        torch_ms_per_image=torch_ms,
-        onnx_ms_per_image=onnx_ms,
+        torch_ms_per_image=torch_ms / batch,
+        onnx_ms_per_image=onnx_ms / batch,
+        timed_calls=repeats,
     )

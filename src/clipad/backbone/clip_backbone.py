@@ -18,8 +18,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clipad.backbone.packed_text import PackedText, block_at_rows
 from clipad.backbone.pos_embed import resize_positional_embedding
-from clipad.backbone.value_value import value_value_attention
+from clipad.backbone.value_value import OrdinaryRows, block_step
 from clipad.backbone.weights import resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class BlockHook(Protocol):
 @dataclass
 class ImageFeatures:
     layer_tokens: list[torch.Tensor]  # per feature layer [B, 1 + N, width]: CLS then patches, prompts dropped
-    last_tokens: torch.Tensor  # [B, 1 + N, width] of the ordinary path after the last block
+    last_tokens: torch.Tensor | None  # [B, 1 + N, width] of the ordinary path after the last block ([B, 1,
+    # width] when only CLS was asked for, None when nothing was)
     grid: tuple[int, int]  # patch grid (rows, cols)
 
 
@@ -118,32 +120,45 @@ class ClipBackbone(nn.Module):
         before_block: BlockHook | None = None,
         value_value: bool = False,
         checkpoint_blocks: bool = False,
+        last_tokens: OrdinaryRows = "all",
+        read_layers: bool = True,
     ) -> ImageFeatures:
-        """Run the image tower; read the feature layers (v-v path where it runs, when asked)."""
+        """Run the image tower; read the feature layers (v-v path where it runs, when asked).
+
+        last_tokens: which positions of the ordinary path's output are wanted ("all"; "cls": only the
+        pooled CLS, so the last block computes no other queries; "none": with the v-v path over the last
+        block, its ordinary part is skipped). read_layers=False: no feature layers wanted.
+        """
         grad_wanted = torch.is_grad_enabled() and before_block is not None
         first_grad_block = before_block.first_block if before_block is not None else self.depth
         first_vv = self.depth - self.vv_blocks if value_value else self.depth
         n_keep = 1 + self.num_patches
-        wanted = set(self.feature_layers)
+        wanted = set(self.feature_layers) if read_layers else set()
+        if last_tokens == "none" and first_vv == self.depth:
+            raise ValueError("last_tokens='none' needs the value-value path over the last block")
+        # The last block may drop ordinary positions only when no feature layer reads them there.
+        last_rows = last_tokens if first_vv < self.depth or self.depth not in wanted else "all"
         with torch.no_grad():
             x = self._image_embeddings(images)
         vv: torch.Tensor | None = None
         layer_tokens: list[torch.Tensor] = []
         for index, block in enumerate(self.clip.visual.transformer.resblocks):
+            rows = last_rows if index == self.depth - 1 else "all"
             with torch.set_grad_enabled(grad_wanted and index >= first_grad_block):
                 if before_block is not None:
                     x = before_block(index, x)
-                if index >= first_vv:
-                    # The v-v path reads ln_1 of the ordinary path and keeps its own residual, no MLP.
-                    vv = (x if vv is None else vv) + value_value_attention(block.attn, block.ln_1(x))
-                if checkpoint_blocks and x.requires_grad:
+                if checkpoint_blocks and x.requires_grad and index < first_vv:
                     x = checkpoint(block, x, use_reentrant=False)
+                elif index >= first_vv or rows != "all":
+                    # The v-v path reads ln_1 of the ordinary path and keeps its own residual, no MLP.
+                    x, vv = block_step(block, x, vv, value_value=index >= first_vv, rows=rows)
                 else:
                     x = block(x)
             if index + 1 in wanted:
                 source = vv if vv is not None else x
                 layer_tokens.append(source[:, :n_keep])
-        return ImageFeatures(layer_tokens=layer_tokens, last_tokens=x[:, :n_keep], grid=self.grid)
+        last = x[:, :n_keep] if x is not None else None
+        return ImageFeatures(layer_tokens=layer_tokens, last_tokens=last, grid=self.grid)
 
     def project(self, tokens: torch.Tensor, layer_norm: bool = True) -> torch.Tensor:
         """Map width-d tokens into the joint embedding space: (ln_post) then proj."""
@@ -155,7 +170,7 @@ class ClipBackbone(nn.Module):
     @torch.no_grad()
     def pooled_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """ln_post(CLS) @ proj of a plain pass: CLIP's image embedding (not normalised)."""
-        features = self.encode_image(images)
+        features = self.encode_image(images, last_tokens="cls", read_layers=False)
         return self.project(features.last_tokens[:, 0])
 
     # ----------------------------------------------------------------- text tower
@@ -186,6 +201,43 @@ class ClipBackbone(nn.Module):
             x = clip.ln_final(x)
             pooled = x[torch.arange(x.shape[0], device=x.device), eot]
             return pooled @ clip.text_projection
+
+    @torch.no_grad()
+    def text_first_block(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States after text block 0, [T, L, C] (L: up to the longest sentence's end), and the end-of-text
+        index of each sentence [T]. Block 0 is never prompted, so these depend on the sentences only."""
+        clip = self.clip
+        token_ids = token_ids.to(clip.token_embedding.weight.device)
+        eot = token_ids.argmax(dim=-1)  # end-of-text has the largest id in CLIP's vocabulary
+        length = int(eot.max()) + 1
+        x = clip.token_embedding(token_ids[:, :length]) + clip.positional_embedding[:length]
+        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        return clip.transformer.resblocks[0](x, attn_mask=mask), eot
+
+    def encode_packed_text(self, packed: PackedText, before_block: BlockHook | None = None) -> torch.Tensor:
+        """Text embeddings [R, T, D] (not normalised) of packed sentences (see clipad.backbone.packed_text),
+        continuing after block 0; before_block sees the packed [R, S, C] states (the prefix first)."""
+        clip = self.clip
+        grad_wanted = torch.is_grad_enabled() and before_block is not None
+        first_grad_block = before_block.first_block if before_block is not None else self.text_depth
+        heads = clip.transformer.resblocks[0].attn.num_heads
+        mask = packed.mask.repeat_interleave(heads, dim=0)  # [R * heads, S, S], as nn.MultiheadAttention wants
+        x = packed.states
+        last = self.text_depth - 1
+        for index, block in enumerate(clip.transformer.resblocks):
+            if index == 0:
+                continue
+            with torch.set_grad_enabled(grad_wanted and index >= first_grad_block):
+                if before_block is not None:
+                    x = before_block(index, x)
+                if index < last:
+                    x = block(x, attn_mask=mask)
+                else:  # only the end-of-text states are read after the last block
+                    x = block_at_rows(block, x, packed.mask, packed.eot)
+        with torch.set_grad_enabled(grad_wanted):
+            if last == 0:  # a one-block tower: block 0 was the last
+                x = x[torch.arange(x.shape[0], device=x.device)[:, None], packed.eot]
+            return clip.ln_final(x) @ clip.text_projection  # [R, T, D]
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from clipad.backbone.packed_text import SentenceLayout, pack_rows
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.losses import focal_loss, segmentation_loss
 from clipad.models.adaclip.heads import ClsProjection, PatchProjections
@@ -142,6 +143,7 @@ class AdaCLIPModule(AnomalyModule):
         self._sentence_tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
         self._text_cache_key: tuple = ()
+        self._first_block_cache: dict[tuple, tuple[torch.Tensor, SentenceLayout]] = {}
 
     # ---------------------------------------------------------------- parts
     def trainable_parts(self) -> dict[str, int]:
@@ -182,19 +184,41 @@ class AdaCLIPModule(AnomalyModule):
 
         All sentences of all names go through the text tower in one call.
         """
-        tokens = torch.cat([self._sentences(name) for name in names])
-        per_name = tokens.shape[0] // len(names)
-        hook = None
         if self.prompt_settings.text:
-            rows = dynamic.repeat_interleave(per_name, dim=0) if dynamic is not None else None
-            hook = TextPromptHook(
-                self.text_static_prompts, rows, self.prompt_settings.depth, self.prompt_settings.length
-            )
-        embeddings = self.backbone.encode_text(tokens, before_block=hook).float()
-        embeddings = F.normalize(embeddings, dim=-1).unflatten(0, (len(names), per_name))
+            embeddings = self._encode_prompted_sentences(names, dynamic).float()
+        else:
+            tokens = torch.cat([self._sentences(name) for name in names])
+            embeddings = self.backbone.encode_text(tokens).float().unflatten(0, (len(names), -1))
+        embeddings = F.normalize(embeddings, dim=-1)
         normal = F.normalize(embeddings[:, :NUM_NORMAL_SENTENCES].mean(dim=1), dim=-1)
         abnormal = F.normalize(embeddings[:, NUM_NORMAL_SENTENCES:].mean(dim=1), dim=-1)
         return torch.stack([normal, abnormal], dim=1)
+
+    def _encode_prompted_sentences(self, names: list[str], dynamic: torch.Tensor | None) -> torch.Tensor:
+        """[len(names), T, D] with text prompts: one packed row per name (see clipad.backbone.packed_text).
+
+        Positions 0..M (start-of-text, then the prompt tokens written before blocks 1..J-1) see only each
+        other, so they are the same in all sentences of a row: computed once per row, not once per sentence.
+        """
+        first = [self._first_text_block(name) for name in names]
+        packed = pack_rows([states for states, _ in first], [layout for _, layout in first])
+        p = self.prompt_settings
+        hook = TextPromptHook(self.text_static_prompts, dynamic, p.depth, p.length)
+        return self.backbone.encode_packed_text(packed, before_block=hook)
+
+    def _first_text_block(self, name: str) -> tuple[torch.Tensor, SentenceLayout]:
+        """Block-0 states of the class's sentences (never prompted: cached per name) and their layout.
+
+        The key holds what changes the tensor or its use: device, autocast (bf16 block 0 differs) and
+        inference mode (its tensors cannot enter a training step's graph).
+        """
+        device = self._text_device()
+        key = (name, device, torch.is_autocast_enabled(device.type), torch.is_inference_mode_enabled())
+        if key not in self._first_block_cache:
+            states, eot = self.backbone.text_first_block(self._sentences(name))
+            layout = SentenceLayout.build(eot.cpu(), states.shape[1], prefix=1 + self.prompt_settings.length)
+            self._first_block_cache[key] = (states, layout)
+        return self._first_block_cache[key]
 
     def text_features(self, names: list[str], plain_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 2, D] text features for each image's class name.

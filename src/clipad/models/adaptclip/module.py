@@ -86,7 +86,8 @@ class AdaptCLIPAdapters(nn.Module):
 
 @dataclass
 class QueryFeatures:
-    global_embedding: torch.Tensor  # [B, D]: ordinary CLS through proj, without ln_post (as the reference)
+    global_embedding: torch.Tensor | None  # [B, D]: ordinary CLS through proj, without ln_post (as the
+    # reference); None for prompt images (never read)
     tokens: list[torch.Tensor]  # per feature layer [B, 1 + N, D]: v-v tokens through ln_post and proj
 
     def unit_patches(self) -> list[torch.Tensor]:
@@ -166,11 +167,17 @@ class AdaptCLIPModule(AnomalyModule):
 
     # ---------------------------------------------------------------- features
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> QueryFeatures:
-        encoded = self.backbone.encode_image(images, value_value=self.value_value)
+    def features(self, images: torch.Tensor, pooled: bool = True) -> QueryFeatures:
+        """pooled=False (prompt images): no global embedding, so the last block's ordinary path is skipped
+        when the v-v path covers it; otherwise only its CLS query is computed."""
+        backbone = self.backbone
+        vv_last = self.value_value and backbone.vv_blocks > 0
+        encoded = backbone.encode_image(
+            images, value_value=self.value_value, last_tokens="cls" if pooled or not vv_last else "none"
+        )
         return QueryFeatures(
-            global_embedding=self.backbone.project(encoded.last_tokens[:, 0], layer_norm=False),
-            tokens=[self.backbone.project(t) for t in encoded.layer_tokens],
+            global_embedding=backbone.project(encoded.last_tokens[:, 0], layer_norm=False) if pooled else None,
+            tokens=[backbone.project(t) for t in encoded.layer_tokens],
         )
 
     def hand_made_text(self) -> torch.Tensor:
@@ -236,7 +243,7 @@ class AdaptCLIPModule(AnomalyModule):
         key = (dataset, cls_name, self.shots, self.few_shot_seed) + (() if view_id is None else (view_id,))
         if key not in self._prompt_cache:
             images = self._prompt_images(dataset, cls_name, view_id).to(self.device)
-            chunks = [self.features(chunk).unit_patches() for chunk in images.split(PROMPT_CHUNK)]
+            chunks = [self.features(chunk, pooled=False).unit_patches() for chunk in images.split(PROMPT_CHUNK)]
             layers = [torch.cat(per_layer) for per_layer in zip(*chunks, strict=True)]
             self._prompt_cache[key] = [t.reshape(1, -1, t.shape[-1]) for t in layers]
         return self._prompt_cache[key]
@@ -310,7 +317,7 @@ class AdaptCLIPModule(AnomalyModule):
                 )
             queries = query.unit_patches()
             # Training is 1-shot: each query's memory is its own paired normal image.
-            aligned = align_layers(queries, self.features(batch.normal_image).unit_patches())
+            aligned = align_layers(queries, self.features(batch.normal_image, pooled=False).unit_patches())
             outputs = self.adapters.prompt_query(queries, aligned, self.backbone.grid, size)
             terms["prompt_query"] = sum(branch_loss(o, batch.label, mask, pixel_rows) for o in outputs)
         loss = sum(terms.values())
