@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +25,10 @@ from clipad.models.adaptclip.text import hand_made_text_embeddings
 from clipad.models.adaptclip.textual_adapter import TextualAdapter
 from clipad.models.adaptclip.visual_adapter import VisualAdapter
 from clipad.models.base import AnomalyModule
+from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images
 
 log = logging.getLogger(__name__)
 PROMPT_CHUNK = 8  # prompt images encoded per backbone pass (bounds memory for large k)
-
-
-class NormalPromptSource(Protocol):
-    """Whatever supplies the k normal prompt images of a class (the datamodule, or a stub/folder)."""
-
-    def normal_prompt_images(self, dataset: str, cls_name: str) -> torch.Tensor: ...  # [k, 3, H, W]
-    # multi-view datasets: also normal_prompt_images(dataset, cls_name, view_id), the prompts of one view
 
 
 @dataclass(frozen=True)
@@ -211,29 +204,6 @@ class AdaptCLIPModule(AnomalyModule):
         return branches
 
     # ---------------------------------------------------------------- few-shot prompts
-    def _prompt_images(self, dataset: str, cls_name: str, view_id: str | None = None) -> torch.Tensor:
-        source = self.prompt_source
-        if source is None:
-            try:
-                source = self.trainer.datamodule
-            except RuntimeError:  # not attached to a Trainer
-                source = None
-        if source is None or not hasattr(source, "normal_prompt_images"):
-            raise RuntimeError(
-                f"shots={self.shots} needs normal prompt images: run under a Trainer whose datamodule has "
-                "normal_prompt_images(dataset, cls_name), or set module.prompt_source to such an object"
-            )
-        if view_id is None:
-            images = source.normal_prompt_images(dataset, cls_name)
-        else:
-            images = source.normal_prompt_images(dataset, cls_name, view_id)
-        if images.ndim != 4 or images.shape[0] != self.shots:
-            raise ValueError(
-                f"normal_prompt_images({dataset!r}, {cls_name!r}) returned shape {tuple(images.shape)}; "
-                f"expected [{self.shots}, 3, H, W] (shots={self.shots})"
-            )
-        return images
-
     def prompt_memory(self, dataset: str, cls_name: str, view_id: str | None = None) -> list[torch.Tensor]:
         """Per layer [1, k * N, D]: the unit patch tokens of all k prompt images of the class, pooled.
 
@@ -242,7 +212,8 @@ class AdaptCLIPModule(AnomalyModule):
         """
         key = (dataset, cls_name, self.shots, self.few_shot_seed) + (() if view_id is None else (view_id,))
         if key not in self._prompt_cache:
-            images = self._prompt_images(dataset, cls_name, view_id).to(self.device)
+            images = normal_prompt_images(self, self.prompt_source, self.shots, dataset, cls_name, view_id)
+            images = images.to(self.device)
             chunks = [self.features(chunk, pooled=False).unit_patches() for chunk in images.split(PROMPT_CHUNK)]
             layers = [torch.cat(per_layer) for per_layer in zip(*chunks, strict=True)]
             self._prompt_cache[key] = [t.reshape(1, -1, t.shape[-1]) for t in layers]

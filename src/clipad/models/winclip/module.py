@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.errors import ConfigError
-from clipad.models.adaptclip.module import NormalPromptSource
 from clipad.models.base import AnomalyModule
+from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images
 from clipad.models.winclip.features import WinCLIPFeatures, WindowEncoder
 from clipad.models.winclip.scoring import NormalMemory, few_shot_map, zero_shot_scores
 from clipad.models.winclip.text import state_text_embeddings
@@ -55,29 +55,11 @@ class WinCLIPModule(AnomalyModule):
                 self._text_cache[class_name] = state_text_embeddings(self.backbone, class_name).float()
         return self._text_cache[class_name]
 
-    def _reference_images(self, dataset: str, cls_name: str) -> torch.Tensor:
-        source = self.prompt_source
-        if source is None:
-            try:
-                source = self.trainer.datamodule
-            except RuntimeError:  # not attached to a Trainer
-                source = None
-        if source is None or not hasattr(source, "normal_prompt_images"):
-            raise ConfigError(
-                f"shots={self.shots} (WinCLIP+) needs normal reference images: run under a Trainer whose "
-                "datamodule has normal_prompt_images(dataset, cls_name), or give predict/export shots_dir=FOLDER"
-            )
-        images = source.normal_prompt_images(dataset, cls_name)
-        if images.ndim != 4 or images.shape[0] != self.shots:
-            raise ValueError(f"normal_prompt_images({dataset!r}, {cls_name!r}) returned shape "
-                             f"{tuple(images.shape)}; expected [{self.shots}, 3, H, W] (shots={self.shots})")
-        return images
-
     def normal_memory(self, dataset: str, cls_name: str) -> NormalMemory:
         """The class's window and patch memory from its k reference images, built once per draw."""
         key = (dataset, cls_name, self.shots, self.few_shot_seed)
         if key not in self._memory_cache:
-            images = self._reference_images(dataset, cls_name).to(self.device)
+            images = normal_prompt_images(self, self.prompt_source, self.shots, dataset, cls_name).to(self.device)
             features = WinCLIPFeatures.concatenate([self.encoder(chunk) for chunk in images.split(REFERENCE_CHUNK)])
             self._memory_cache[key] = NormalMemory.from_features(features)
         return self._memory_cache[key]
