@@ -82,7 +82,7 @@ class BadInputLog:
         return f"bad inputs: {parts}{where}"
 
     def finish(self, emit: Callable[[str], None] = print) -> None:
-        """State the counts (the run's last line) and store them in run_info.json (when the run dir has one)."""
+        """State the counts (the run's last line) and store them in the run dir's run_info.json."""
         emit(self.summary())
         if self.output_dir is None:
             return
@@ -93,6 +93,7 @@ class BadInputLog:
             log.warning("run_info.json unreadable (%s): bad-input counts not stored in it", error)
             return
         info["bad_inputs"] = self.counts()
+        info_path.parent.mkdir(parents=True, exist_ok=True)
         info_path.write_text(json.dumps(info, indent=2))
 
     def _append(self, entries: list[BadInput]) -> None:
