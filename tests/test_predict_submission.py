@@ -11,9 +11,11 @@ from test_data_fixtures import write_image
 from test_data_new_layouts import make_mvtec_ad2
 from test_predict import predict_config, tiny_checkpoint
 
+from clipad.calibration.thresholds import ClassThreshold, DecisionThresholds
 from clipad.cli.predict import predict
 from clipad.cli.predict_submission import inferred_dataset_root
 from clipad.errors import ClipadError, ConfigError, PathNotFoundError
+from clipad.metrics.evaluator import quantize_maps, threshold_to_level
 
 # (width, height) of the test_private_mixed images: not square, not the model's size, not the fixture's default
 MIXED_SIZES = {"000_mixed.png": (70, 45), "001_mixed.png": (36, 52)}
@@ -116,3 +118,29 @@ def test_bad_submission_settings_are_one_line_errors_before_the_model_loads(work
         with pytest.raises(error_type, match=message) as error:
             predict(predict_config(ckpt, input_path, tmp_path / "out", *extra), overrides=[])
         assert "\n" not in str(error.value)
+
+
+def test_thresholds_file_gives_the_pixel_threshold_of_the_thresholded_maps(workspace, tmp_path, capsys):
+    dataset = workspace / "mvtec_ad2"
+    out = tmp_path / "first"
+    run(workspace, out)
+    smoothed = np.concatenate([smoothed_map(out, image, dataset).ravel() for image in private_images(dataset)])
+    pixel = float(np.median(smoothed))
+    file = DecisionThresholds("fixed", ClassThreshold(0.5, pixel)).write(tmp_path / "thresholds.json")
+    out = tmp_path / "calibrated"
+    summary = run(workspace, out, f"thresholds={file}")
+    assert summary.pixel_threshold == pixel
+    assert capsys.readouterr().out.strip().splitlines()[-2].startswith(
+        f"MVTec AD 2 submission: 4 thresholded maps (.png at pixel threshold {pixel:.6g})")
+    for image in private_images(dataset):
+        binary = np.asarray(Image.open(out / "submission/anomaly_images_thresholded" / image.relative_to(dataset)))
+        # a calibrated threshold decides on the maps' 16-bit levels, as evaluation and save_masks do (map scale
+        # 1 for this model)
+        expected = quantize_maps(smoothed_map(out, image, dataset)) >= threshold_to_level(pixel)
+        assert np.array_equal(binary == 255, expected)
+
+    file = DecisionThresholds("fixed", ClassThreshold(0.5, None)).write(tmp_path / "image_only.json")
+    out = tmp_path / "image_only"
+    run(workspace, out, f"thresholds={file}")
+    assert sorted(p.name for p in (out / "submission").iterdir()) == ["anomaly_images"]
+    assert capsys.readouterr().out.strip().splitlines()[-2].startswith("no pixel threshold: only the .tiff files")
