@@ -52,7 +52,7 @@ class PredictionSummary:
     fails: int | None = None  # with a thresholds file: images decided "fail"
     submission: SubmissionTarget | None = None  # submission=mvtec_ad2: the evaluation server's folder
     submitted: int = 0  # images with their submission files
-    pixel_threshold: float | None = None  # the submission's thresholded maps: map >= it (None: not written)
+    pixel_threshold: float | None = None  # the threshold of the submission's PNGs (None: none written)
 
 
 def output_options(cfg: DictConfig) -> tuple[OutputOptions, str | None]:
