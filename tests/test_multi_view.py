@@ -180,7 +180,7 @@ def test_mvtec_ad2_submission_files_mirror_the_test_image_paths(tmp_path):
     image = write_image(root / "can/test_private/000_regular.png")
     public = write_image(root / "can/test_public/bad/001_overexposed.png")
     anomaly_map = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
-    written = write_submission_maps(tmp_path / "submission", image, root, anomaly_map, threshold=0.5)
+    written = write_submission_maps(tmp_path / "submission", image, root, anomaly_map, anomaly_map >= 0.5)
     assert [p.relative_to(tmp_path / "submission").as_posix() for p in written] == [
         "anomaly_images/can/test_private/000_regular.tiff", "anomaly_images_thresholded/can/test_private/000_regular.png"]
     stored = tifffile.imread(written[0])

@@ -4,6 +4,7 @@ Writes <output_dir>/scores.csv (path, score and, with threshold= or a thresholds
 (image | anomaly map with colour bar | overlay) and optionally the raw maps (.npy) and binary masks. Images
 stream through a DataLoader in batches: any number of them, never all in memory. Unreadable files are named,
 skipped and listed in unreadable.csv; they and the files of mask folders (not scored) are counted in bad_inputs.csv.
+submission=mvtec_ad2 also writes the MVTec AD 2 evaluation server's folder, <output_dir>/submission.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from clipad.cli.inference import (
 )
 from clipad.cli.predict_inputs import ImageFileDataset, collate_images, list_input_images
 from clipad.cli.predict_outputs import OutputOptions, PredictionWriter, saved_map_kinds
+from clipad.cli.predict_submission import SubmissionTarget, submission_target
 from clipad.data.bad_inputs import BadInput, BadInputLog
 from clipad.errors import ClipadError
+from clipad.report.mvtec_ad2_submission import CONTINUOUS_DIR, THRESHOLDED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ class PredictionSummary:
     mask_files: list[tuple[Path, str]]  # files of mask folders not scored: (path, reason)
     bad_inputs: BadInputLog
     fails: int | None = None  # with a thresholds file: images decided "fail"
+    submission: SubmissionTarget | None = None  # submission=mvtec_ad2: the evaluation server's folder
+    submitted: int = 0  # images with their submission files
+    pixel_threshold: float | None = None  # the threshold of the submission's PNGs (None: none written)
 
 
 def output_options(cfg: DictConfig) -> tuple[OutputOptions, str | None]:
@@ -78,6 +84,7 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
               + ("-" if options.pixel_threshold is None else f"{options.pixel_threshold:.6g}"))
     output_dir = Path(cfg.output_dir)
     listing = list_input_images(str(cfg.input), exclude=output_dir)
+    submission = submission_target(cfg, output_dir, listing.paths)
     output_dir.mkdir(parents=True, exist_ok=True)
     bad_inputs = BadInputLog(output_dir)
     bad_inputs.record(BadInput("mask_file_skipped", str(path), PREDICT_DATASET, "", reason)
@@ -89,7 +96,7 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
     options = dataclasses.replace(options, map_scale=module.map_upper_bound)
     random_note = "  [random backbone]" if module.backbone.is_random else ""
     writer = PredictionWriter(output_dir, listing.root, options, title_note=random_note,
-                              figure_workers=int(cfg.num_workers))
+                              figure_workers=int(cfg.num_workers), submission=submission)
     dataset = ImageFileDataset(listing.paths, transform, previews=writer.needs_previews)
     loader = DataLoader(
         dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), collate_fn=collate_images,
@@ -116,7 +123,8 @@ def predict(cfg: DictConfig, overrides: list[str] | None = None) -> PredictionSu
         writer.close()  # waits for the last figures
     fails = writer.fails if options.calibrated else None
     summary = PredictionSummary(output_dir, writer.scores_path, writer.count, writer.unreadable, writer.figures,
-                                listing.skipped, bad_inputs, fails)
+                                listing.skipped, bad_inputs, fails, submission, writer.submitted,
+                                options.pixel_threshold)
     print_summary(summary, random_backbone=module.backbone.is_random)
     return summary
 
@@ -138,4 +146,18 @@ def print_summary(summary: PredictionSummary, random_backbone: bool) -> None:
     if random_backbone:
         print("random backbone: these scores say nothing about the method")
     summary.bad_inputs.finish()
+    if summary.submission is not None:
+        print_submission(summary)
+
+
+def print_submission(summary: PredictionSummary) -> None:
+    """Last lines: where the evaluation server's folder is and what it holds."""
+    folder = summary.submission.folder
+    print(f"MVTec AD 2 submission: {summary.submitted} continuous maps (float16 .tiff) in {folder / CONTINUOUS_DIR}")
+    if summary.pixel_threshold is None:
+        print(f"no pixel threshold: only the .tiff files; {THRESHOLDED_DIR}/ needs pixel_threshold=... or thresholds=FILE")
+    else:
+        print(f"MVTec AD 2 submission: {summary.submitted} thresholded maps (.png at pixel threshold "
+              f"{summary.pixel_threshold:.6g}) in {folder / THRESHOLDED_DIR}")
+    print(f"check {folder} with MVTec's check_and_prepare_data_for_upload.py before uploading")
 

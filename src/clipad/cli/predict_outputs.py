@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
+from clipad.cli.predict_submission import SubmissionTarget
 from clipad.data.image_io import read_rgb
 from clipad.errors import ClipadError, ConfigError
 from clipad.metrics.evaluator import quantize_maps, threshold_to_level
 from clipad.report.heatmaps import SCALINGS, save_prediction_figure
+from clipad.report.mvtec_ad2_submission import write_submission_maps
 
 # save_maps values -> the maps written. smoothed: the map scored, figured and thresholded (gaussian-smoothed),
 # resized to the input file's size; raw: the model's map before smoothing, at the model's input resolution.
@@ -114,9 +116,12 @@ class FigureDrawer:
 
 class PredictionWriter:
     def __init__(
-        self, output_dir: Path, input_root: Path, options: OutputOptions, title_note: str = "", figure_workers: int = 0
+        self, output_dir: Path, input_root: Path, options: OutputOptions, title_note: str = "", figure_workers: int = 0,
+        submission: SubmissionTarget | None = None,
     ) -> None:
         self.output_dir = output_dir
+        self.submission = submission
+        self.submitted = 0  # images with their submission files
         self.input_root = input_root.resolve()
         self.options = options
         self.title_note = title_note
@@ -173,14 +178,19 @@ class PredictionWriter:
                 raise ClipadError("save_maps=raw: this model gives no map before smoothing; use save_maps=smoothed")
             stem.parent.mkdir(parents=True, exist_ok=True)
             np.save(stem.with_name(stem.name + ".raw.npy"), raw_map.float().cpu().numpy())
-        if "smoothed" in options.save_maps or options.save_masks:
+        if "smoothed" in options.save_maps or options.save_masks or self.submission is not None:
             full = resized_map(anomaly_map, size)
-            stem.parent.mkdir(parents=True, exist_ok=True)
             if "smoothed" in options.save_maps:
+                stem.parent.mkdir(parents=True, exist_ok=True)
                 np.save(stem.with_name(stem.name + ".smoothed.npy"), full.astype(np.float32))
             if options.save_masks:
+                stem.parent.mkdir(parents=True, exist_ok=True)
                 mask = np.where(options.mask_of(full), 255, 0).astype(np.uint8)
                 Image.fromarray(mask, mode="L").save(stem.with_name(stem.name + ".mask.png"))
+            if self.submission is not None:
+                defects = None if options.pixel_threshold is None else options.mask_of(full)
+                write_submission_maps(self.submission.folder, Path(path), self.submission.dataset_root, full, defects)
+                self.submitted += 1
         if not options.save_figures:
             return
         if self._pending_dir is None:

@@ -71,17 +71,19 @@ def run_grid(trainer: L.Trainer, module, datamodule, grid: list[tuple[int, int]]
 
 
 def write_grid(results: list[GridPoint], output_dir: Path) -> str:
-    """Per point: results_shots{k}_seed{s}.csv; returns (and writes) the mean ± std summary table."""
-    from clipad.metrics.results import METRIC_NAMES, format_mean_std, format_percent  # clipad.metrics loads torch
+    """Per point: results_shots{k}_seed{s}.csv; returns (and writes) the mean ± std summary table, with the
+    columns of the tables (the sample metrics S-* after the image ones when the test rows have views)."""
+    from clipad.metrics.results import format_mean_std, format_percent  # clipad.metrics loads torch
 
     for point in results:
         point.table.to_csv(output_dir / f"results_shots{point.shots}_seed{point.seed}.csv")
-    lines = ["| shots | draws | " + " | ".join(METRIC_NAMES) + " |", "|---|---|" + "---:|" * len(METRIC_NAMES)]
+    metrics = list(dict.fromkeys(m for p in results for m in p.table.metrics))
+    lines = ["| shots | draws | " + " | ".join(metrics) + " |", "|---|---|" + "---:|" * len(metrics)]
     for shots in dict.fromkeys(p.shots for p in results):
         means = [p.table.class_means() for p in results if p.shots == shots]
         cells = []
-        for metric in METRIC_NAMES:
-            values = [m[metric] for m in means if not math.isnan(m[metric])]
+        for metric in metrics:
+            values = [m[metric] for m in means if not math.isnan(m.get(metric, math.nan))]
             if not values:
                 cells.append("-")
             elif len(values) == 1:
