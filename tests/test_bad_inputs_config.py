@@ -15,7 +15,7 @@ import torch
 
 import clipad
 from clipad.cli.checkpoint import save_clipad_checkpoint
-from clipad.cli.config_checks import check_additions
+from clipad.cli.config_checks import check_additions, check_value_types
 from clipad.cli.entry_points import evaluate_main
 from clipad.cli.hydra_setup import compose_config
 from clipad.data.catalog import DatasetError
@@ -72,6 +72,28 @@ def test_case6_additions_under_instantiated_nodes_and_existing_keys_pass():
 def test_case14_bad_counts_are_errors_naming_the_key(tmp_path, override):
     result = run("train.py", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert_config_error(result, override)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs takes a number (default 5)"),  # the default reached by ${...}
+    ("model.max_epochs=five", "model.max_epochs takes a number"),
+    ("backbone.allow_random=yes", "backbone.allow_random takes true or false (default true)"),
+    ("seed=random", "seed takes a number"),
+])
+def test_a_word_where_a_number_or_switch_belongs_is_an_error(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        check_value_types([override], "train")
+
+
+def test_words_that_a_key_takes_pass_the_type_check():
+    check_value_types(["trainer.devices=auto", "trainer.precision=bf16-mixed", "model=clip", "data=mvtec",
+                       "trainer.max_epochs=3", "backbone.allow_random=false", "prompt.length=1,3"], "train")
+
+
+def test_case14_a_word_for_a_number_stops_the_run_before_any_work(tmp_path):
+    result = run("train.py", "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_config_error(result, "trainer.max_epochs=abc: trainer.max_epochs takes a number")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_case15_unwritable_run_or_output_dir_names_the_key(tmp_path):

@@ -25,6 +25,8 @@ from clipad.errors import ConfigError, PathNotFoundError
 
 POSITIVE_INTEGERS = ("model.batch_size", "data.batch_size", "data.eval_batch_size", "batch_size")
 NON_NEGATIVE_INTEGERS = ("data.num_workers", "num_workers", "model.max_epochs")
+# Keys whose default is a number but that also take a word (Lightning: devices=auto).
+WORDS_ALLOWED = ("trainer.devices",)
 # Configs whose ckpt_path names a model to load (train's ckpt_path resumes and may be `last`).
 LOADS_CHECKPOINT = ("eval", "predict", "export", "calibrate")
 WRITES_NOTHING = ("inspect",)
@@ -34,6 +36,7 @@ _ABSENT = object()
 def check_run_config(cfg: DictConfig, overrides: list[str], config_name: str) -> None:
     """Raise ConfigError (or PathNotFoundError) for the first mistake found; return when the run can start."""
     check_additions(cfg, overrides, config_name)
+    check_value_types(overrides, config_name)
     check_mandatory_keys(cfg)
     if config_name in WRITES_NOTHING:  # inspect: reads data.* only
         return
@@ -68,6 +71,33 @@ def check_additions(cfg: DictConfig, overrides: list[str], config_name: str) -> 
         known = leaf_keys(base if base is not None else cfg)
         raise ConfigError(unknown_key_message(key, override.input_line, config_name,
                                               [k for k in known if k != key and not k.startswith(f"{key}.")]))
+
+
+def check_value_types(overrides: list[str], config_name: str) -> None:
+    """A number or a switch given as a word (trainer.max_epochs=abc) is refused before any work starts.
+
+    Hydra types each command-line value (5 -> int, true -> bool, abc -> str); a word is refused where the
+    config's own value, composed without that override, is a number or a switch.
+    """
+    parsed = OverridesParser.create().parse_overrides(
+        [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    )
+    changes = [o for o in parsed if not (o.is_add() or o.is_force_add() or o.is_delete())]
+    words = [o for o in changes if isinstance(o.value(), str) and "${" not in o.value()
+             and o.key_or_group not in WORDS_ALLOWED and not (CONF_DIR / o.key_or_group.split("@")[0]).is_dir()]
+    if not words:
+        return
+    sweeps = [o for o in parsed if o.is_sweep_override()]  # one job's value each: not composable as they stand
+    base = config_without(config_name, overrides, words + sweeps)
+    for override in words:
+        try:
+            default = OmegaConf.select(base, override.key_or_group, default=None)
+        except OmegaConfBaseException:  # its interpolation needs a Hydra run (e.g. ${hydra:...}): not a number
+            continue
+        if isinstance(default, bool | int | float):
+            kind, shown = ("true or false", str(default).lower()) if isinstance(default, bool) else ("a number", default)
+            raise ConfigError(f"{override.input_line}: {override.key_or_group} takes {kind} "
+                              f"(default {shown}); e.g. {override.key_or_group}={shown}")
 
 
 def under_instantiated_node(cfg: DictConfig, key: str) -> bool:
