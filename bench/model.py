@@ -45,14 +45,15 @@ from clipad.cli.hydra_setup import compose_config
 from clipad.data.batch import Batch
 from clipad.models.adaclip import module as _adaclip  # noqa: F401  (imported before forking)
 from clipad.models.adaptclip import module as _adaptclip  # noqa: F401
+from clipad.models.anomalyclip import module as _anomalyclip  # noqa: F401
 from clipad.models.base import backbone_from_config
 from clipad.models.registry import build_module
 from clipad.models.winclip import module as _winclip  # noqa: F401
 
 # Inference budgets relative to the floor (the targets).
 TARGETS = {"adaclip": 2.5, "adaptclip 1-shot": 1.5, "adaptclip 0-shot": 1.3, "adaptclip memory": 1.1}
-CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaptclip memory", "adaclip train",
-         "adaptclip train", "winclip 0-shot", "winclip 1-shot")
+CASES = ("floor", "clip", "adaclip", "adaptclip 0-shot", "adaptclip 1-shot", "adaptclip memory", "anomalyclip",
+         "adaclip train", "adaptclip train", "anomalyclip train", "winclip 0-shot", "winclip 1-shot")
 BACKBONES = {"tiny": "tiny", "vit_b16": "vit_b16", "vit_l14_336": "vit_l14_336",
              "vit_b16_plus_240": "vit_b16_plus_240"}
 
