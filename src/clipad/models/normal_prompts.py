@@ -1,6 +1,7 @@
 """The k normal prompt (reference) images of few-shot models: AdaptCLIP's prompt memory, WinCLIP+'s memory."""
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator
 from typing import Protocol
 
 import lightning as L
@@ -37,3 +38,10 @@ def normal_prompt_images(module: L.LightningModule, source: NormalPromptSource |
         raise ValueError(f"normal_prompt_images({dataset!r}, {cls_name!r}) returned shape {tuple(images.shape)}; "
                          f"expected [{shots}, 3, H, W] (shots={shots})")
     return images
+
+
+def rows_per_key(keys: list[Hashable], device: torch.device) -> Iterator[tuple[Hashable, torch.Tensor]]:
+    """Each distinct key of a batch (first seen first) with the rows [n] that carry it: the queries one prompt
+    memory answers together."""
+    for key in dict.fromkeys(keys):
+        yield key, torch.tensor([i for i, k in enumerate(keys) if k == key], device=device)

@@ -25,7 +25,7 @@ from clipad.models.adaptclip.text import hand_made_text_embeddings
 from clipad.models.adaptclip.textual_adapter import TextualAdapter
 from clipad.models.adaptclip.visual_adapter import VisualAdapter
 from clipad.models.base import AnomalyModule
-from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images
+from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images, rows_per_key
 
 log = logging.getLogger(__name__)
 PROMPT_CHUNK = 8  # prompt images encoded per backbone pass (bounds memory for large k)
@@ -236,8 +236,7 @@ class AdaptCLIPModule(AnomalyModule):
         pq_score = patches[0].new_empty(len(batch)) if self.adapters.prompt_query is not None else None
         views = [v or None for v in batch.view_id] if batch.view_id is not None else [None] * len(batch)
         keys = list(zip(batch.dataset, batch.cls_name, views, strict=True))
-        for key in dict.fromkeys(keys):
-            rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=patches[0].device)
+        for key, rows in rows_per_key(keys, patches[0].device):
             queries = [p[rows] for p in patches]
             aligned = align_layers(queries, self.prompt_memory(*key))
             alignment[rows] = alignment_map(aligned, grid, size, self.clamp_align_distance)

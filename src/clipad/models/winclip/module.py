@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.errors import ConfigError
 from clipad.models.base import AnomalyModule
-from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images
+from clipad.models.normal_prompts import NormalPromptSource, normal_prompt_images, rows_per_key
 from clipad.models.winclip.features import WinCLIPFeatures, WindowEncoder
 from clipad.models.winclip.scoring import NormalMemory, few_shot_map, zero_shot_scores
 from clipad.models.winclip.text import state_text_embeddings
@@ -75,8 +75,7 @@ class WinCLIPModule(AnomalyModule):
         if len(set(keys)) == 1:
             return few_shot_map(features, self.normal_memory(*keys[0]), self.encoder.indices)
         maps = features.patches.new_empty(features.patches.shape[:2])
-        for key in dict.fromkeys(keys):
-            rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=maps.device)
+        for key, rows in rows_per_key(keys, maps.device):
             maps[rows] = few_shot_map(features.select(rows), self.normal_memory(*key), self.encoder.indices)
         return maps
 
