@@ -15,11 +15,6 @@ from clipad.report.heatmaps import save_figure, scale_label  # noqa: E402
 OUTLINE_COLOUR = "white"
 
 
-def decision_word(score: float, threshold: float) -> str:
-    """As predict's thresholds-file column: score >= threshold fails."""
-    return "fail" if score >= threshold else "pass"
-
-
 def save_inspection_figure(path: Path, preview: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray,
                            title: str, colour_range: tuple[float, float], scaling: str) -> Path:
     """preview [h, w, 3] uint8, anomaly_map and mask (bool) [h, w]; colours span colour_range."""

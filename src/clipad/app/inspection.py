@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipad.app.downloads import write_figures_zip, write_scores_csv
-from clipad.app.figures import decision_word, save_inspection_figure
+from clipad.app.figures import save_inspection_figure
 from clipad.app.models import AppModel
 from clipad.app.references import ReferenceKeeper
 from clipad.app.scoring import ScoringResult, score_images
+from clipad.calibration.thresholds import decision as calibrated_decision
 from clipad.cli.predict_outputs import OutputOptions
 from clipad.report.heatmaps import display_range
 
@@ -71,7 +72,7 @@ class Inspector:
             request_low = min((float(i.anomaly_map.min()) for i in result.images), default=0.0)
             request_high = max((float(i.anomaly_map.max()) for i in result.images), default=1.0)
             for index, image in enumerate(result.images):
-                decision = decision_word(image.score, chosen.image)
+                decision = calibrated_decision(image.score, chosen.image)
                 score_text = SCORE_FORMAT.format(image.score)
                 mask = options.mask_of(image.anomaly_map)
                 title = (f"{model.label}: {Path(image.name).name}  score {score_text} -> {decision}, "

@@ -29,6 +29,11 @@ GLOBAL = "global"
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def decision(score: float, threshold: float) -> str:
+    """The calibrated decision of one score: "fail" at or above the threshold, else "pass"."""
+    return "fail" if score >= threshold else "pass"
+
+
 class ThresholdsFileError(ClipadError, ValueError):
     """A thresholds file is missing or is not one that clipad.calibrate wrote."""
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipad.calibration.thresholds import decision as calibrated_decision
 from clipad.cli.predict_inputs import PREVIEW_SIZE, preview_of
 from clipad.cli.predict_submission import SubmissionTarget
 from clipad.data.image_io import read_rgb
@@ -151,11 +152,10 @@ class PredictionWriter:
     def title(self, path: str, score: float) -> str:
         decision = ""
         if self.options.threshold is not None:
-            fail = score >= self.options.threshold
             if self.options.calibrated:
-                decision = " -> fail" if fail else " -> pass"
+                decision = f" -> {calibrated_decision(score, self.options.threshold)}"
             else:
-                decision = " -> anomalous" if fail else " -> normal"
+                decision = " -> anomalous" if score >= self.options.threshold else " -> normal"
         return f"{Path(path).name}  score {score:.4g}{decision}{self.title_note}"
 
     def write(self, path: str, score: float, anomaly_map: torch.Tensor, size: tuple[int, int],
@@ -167,7 +167,7 @@ class PredictionWriter:
         if options.threshold is not None:
             fail = score >= options.threshold
             self.fails += int(fail)
-            row.append(("fail" if fail else "pass") if options.calibrated else int(fail))
+            row.append(calibrated_decision(score, options.threshold) if options.calibrated else int(fail))
         self._scores.writerow(row)
         self.count += 1
         self._low = min(self._low, float(anomaly_map.min()))
@@ -183,12 +183,13 @@ class PredictionWriter:
             if "smoothed" in options.save_maps:
                 stem.parent.mkdir(parents=True, exist_ok=True)
                 np.save(stem.with_name(stem.name + ".smoothed.npy"), full.astype(np.float32))
+            wanted = options.save_masks or self.submission is not None  # save_masks implies a pixel threshold
+            defects = options.mask_of(full) if wanted and options.pixel_threshold is not None else None
             if options.save_masks:
                 stem.parent.mkdir(parents=True, exist_ok=True)
-                mask = np.where(options.mask_of(full), 255, 0).astype(np.uint8)
-                Image.fromarray(mask, mode="L").save(stem.with_name(stem.name + ".mask.png"))
+                Image.fromarray(np.where(defects, 255, 0).astype(np.uint8), mode="L").save(
+                    stem.with_name(stem.name + ".mask.png"))
             if self.submission is not None:
-                defects = None if options.pixel_threshold is None else options.mask_of(full)
                 write_submission_maps(self.submission.folder, Path(path), self.submission.dataset_root, full, defects)
                 self.submitted += 1
         if not options.save_figures:
