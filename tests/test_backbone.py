@@ -172,7 +172,7 @@ def literal_image_tower(backbone, images: torch.Tensor):
     """The image tower as open_clip's blocks run it, with the v-v path computed apart (no shared qkv)."""
     from clipad.backbone.value_value import value_value_attention
 
-    x = backbone._image_embeddings(images)
+    x = backbone.embed_images(images)
     vv, layers = None, []
     for index, block in enumerate(backbone.clip.visual.transformer.resblocks):
         if index >= backbone.depth - backbone.vv_blocks:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipad.backbone.packed_text import PackedText, block_at_rows
+from clipad.backbone.packed_text import PackedText, additive_mask, packed_block
 from clipad.backbone.pos_embed import resize_positional_embedding
 from clipad.backbone.value_value import OrdinaryRows, block_step
 from clipad.backbone.weights import resolve_pretrained
@@ -107,7 +107,9 @@ class ClipBackbone(nn.Module):
         return self.grid[0] * self.grid[1]
 
     # ----------------------------------------------------------------- image tower
-    def _image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Block 0's input [B, 1 + N, width]: patch embedding, CLS, positions, ln_pre (never trained)."""
         visual = self.clip.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -122,12 +124,14 @@ class ClipBackbone(nn.Module):
         checkpoint_blocks: bool = False,
         last_tokens: OrdinaryRows = "all",
         read_layers: bool = True,
+        embedded: torch.Tensor | None = None,
     ) -> ImageFeatures:
         """Run the image tower; read the feature layers (v-v path where it runs, when asked).
 
         last_tokens: which positions of the ordinary path's output are wanted ("all"; "cls": only the
         pooled CLS, so the last block computes no other queries; "none": with the v-v path over the last
         block, its ordinary part is skipped). read_layers=False: no feature layers wanted.
+        embedded: embed_images(images), when the caller already has it (two passes over the same images).
         """
         grad_wanted = torch.is_grad_enabled() and before_block is not None
         first_grad_block = before_block.first_block if before_block is not None else self.depth
@@ -138,8 +142,7 @@ class ClipBackbone(nn.Module):
             raise ValueError("last_tokens='none' needs the value-value path over the last block")
         # The last block may drop ordinary positions only when no feature layer reads them there.
         last_rows = last_tokens if first_vv < self.depth or self.depth not in wanted else "all"
-        with torch.no_grad():
-            x = self._image_embeddings(images)
+        x = self.embed_images(images) if embedded is None else embedded
         vv: torch.Tensor | None = None
         layer_tokens: list[torch.Tensor] = []
         for index, block in enumerate(self.clip.visual.transformer.resblocks):
@@ -168,9 +171,10 @@ class ClipBackbone(nn.Module):
         return tokens @ visual.proj
 
     @torch.no_grad()
-    def pooled_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """ln_post(CLS) @ proj of a plain pass: CLIP's image embedding (not normalised)."""
-        features = self.encode_image(images, last_tokens="cls", read_layers=False)
+    def pooled_embedding(self, images: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """ln_post(CLS) @ proj of a plain pass: CLIP's image embedding (not normalised); embedded: as in
+        encode_image."""
+        features = self.encode_image(images, last_tokens="cls", read_layers=False, embedded=embedded)
         return self.project(features.last_tokens[:, 0])
 
     # ----------------------------------------------------------------- text tower
@@ -203,16 +207,16 @@ class ClipBackbone(nn.Module):
             return pooled @ clip.text_projection
 
     @torch.no_grad()
-    def text_first_block(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """States after text block 0, [T, L, C] (L: up to the longest sentence's end), and the end-of-text
-        index of each sentence [T]. Block 0 is never prompted, so these depend on the sentences only."""
+    def text_first_block(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """States after text block 0, [T, L, C] (L: up to the longest sentence's end). Block 0 is never
+        prompted, so they depend on the sentences only."""
         clip = self.clip
         token_ids = token_ids.to(clip.token_embedding.weight.device)
         eot = token_ids.argmax(dim=-1)  # end-of-text has the largest id in CLIP's vocabulary
         length = int(eot.max()) + 1
         x = clip.token_embedding(token_ids[:, :length]) + clip.positional_embedding[:length]
         mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
-        return clip.transformer.resblocks[0](x, attn_mask=mask), eot
+        return clip.transformer.resblocks[0](x, attn_mask=mask)
 
     def encode_packed_text(self, packed: PackedText, before_block: BlockHook | None = None) -> torch.Tensor:
         """Text embeddings [R, T, D] (not normalised) of packed sentences (see clipad.backbone.packed_text),
@@ -220,9 +224,8 @@ class ClipBackbone(nn.Module):
         clip = self.clip
         grad_wanted = torch.is_grad_enabled() and before_block is not None
         first_grad_block = before_block.first_block if before_block is not None else self.text_depth
-        heads = clip.transformer.resblocks[0].attn.num_heads
-        mask = packed.mask.repeat_interleave(heads, dim=0)  # [R * heads, S, S], as nn.MultiheadAttention wants
         x = packed.states
+        mask = additive_mask(packed.allowed, x.dtype)
         last = self.text_depth - 1
         for index, block in enumerate(clip.transformer.resblocks):
             if index == 0:
@@ -230,10 +233,8 @@ class ClipBackbone(nn.Module):
             with torch.set_grad_enabled(grad_wanted and index >= first_grad_block):
                 if before_block is not None:
                     x = before_block(index, x)
-                if index < last:
-                    x = block(x, attn_mask=mask)
-                else:  # only the end-of-text states are read after the last block
-                    x = block_at_rows(block, x, packed.mask, packed.eot)
+                # After the last block only the end-of-text states are read.
+                x = packed_block(block, x, mask, rows=packed.eot if index == last else None)
         with torch.set_grad_enabled(grad_wanted):
             if last == 0:  # a one-block tower: block 0 was the last
                 x = x[torch.arange(x.shape[0], device=x.device)[:, None], packed.eot]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from clipad.backbone.packed_text import SentenceLayout, pack_rows
+from clipad.backbone.packed_text import PackedSentences, pack_rows
 from clipad.data.batch import AnomalyOutput, Batch
 from clipad.losses import focal_loss, segmentation_loss
 from clipad.models.adaclip.heads import ClsProjection, PatchProjections
@@ -143,7 +143,7 @@ class AdaCLIPModule(AnomalyModule):
         self._sentence_tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
         self._text_cache_key: tuple = ()
-        self._first_block_cache: dict[tuple, tuple[torch.Tensor, SentenceLayout]] = {}
+        self._packed_sentences: dict[tuple, PackedSentences] = {}
 
     # ---------------------------------------------------------------- parts
     def trainable_parts(self) -> dict[str, int]:
@@ -200,25 +200,24 @@ class AdaCLIPModule(AnomalyModule):
         Positions 0..M (start-of-text, then the prompt tokens written before blocks 1..J-1) see only each
         other, so they are the same in all sentences of a row: computed once per row, not once per sentence.
         """
-        first = [self._first_text_block(name) for name in names]
-        packed = pack_rows([states for states, _ in first], [layout for _, layout in first])
+        packed = pack_rows([self._packed_first_block(name) for name in names])
         p = self.prompt_settings
         hook = TextPromptHook(self.text_static_prompts, dynamic, p.depth, p.length)
         return self.backbone.encode_packed_text(packed, before_block=hook)
 
-    def _first_text_block(self, name: str) -> tuple[torch.Tensor, SentenceLayout]:
-        """Block-0 states of the class's sentences (never prompted: cached per name) and their layout.
+    def _packed_first_block(self, name: str) -> PackedSentences:
+        """Block-0 states of the class's sentences as a token tree (block 0 is never prompted: cached per name).
 
         The key holds what changes the tensor or its use: device, autocast (bf16 block 0 differs) and
         inference mode (its tensors cannot enter a training step's graph).
         """
         device = self._text_device()
         key = (name, device, torch.is_autocast_enabled(device.type), torch.is_inference_mode_enabled())
-        if key not in self._first_block_cache:
-            states, eot = self.backbone.text_first_block(self._sentences(name))
-            layout = SentenceLayout.build(eot.cpu(), states.shape[1], prefix=1 + self.prompt_settings.length)
-            self._first_block_cache[key] = (states, layout)
-        return self._first_block_cache[key]
+        if key not in self._packed_sentences:
+            tokens = self._sentences(name)
+            states = self.backbone.text_first_block(tokens)
+            self._packed_sentences[key] = PackedSentences.build(states, tokens, prefix=1 + self.prompt_settings.length)
+        return self._packed_sentences[key]
 
     def text_features(self, names: list[str], plain_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 2, D] text features for each image's class name.
@@ -270,13 +269,15 @@ class AdaCLIPModule(AnomalyModule):
         p, backbone = self.prompt_settings, self.backbone
         plain = None  # pooled embedding of an unprompted pass: the dynamic prompt generators' input
         hook = None
+        embedded = backbone.embed_images(images)  # the same for the plain and the prompted pass
         if p.image:
             if p.dynamic:
-                plain = backbone.pooled_embedding(images)
+                plain = backbone.pooled_embedding(images, embedded=embedded)
             dynamic = self.image_prompt_generator(plain) if self.image_prompt_generator is not None else None
             hook = ImagePromptHook(self.image_static_prompts, dynamic, p.depth, p.length)
         checkpointing = bool(self.cfg.backbone.get("checkpoint_blocks", False)) and self.training
-        features = backbone.encode_image(images, before_block=hook, checkpoint_blocks=checkpointing)
+        features = backbone.encode_image(images, before_block=hook, checkpoint_blocks=checkpointing,
+                                         embedded=embedded)
         pooled = backbone.project(features.last_tokens[:, 0])
         if plain is None and self.text_prompt_generator is not None:
             plain = pooled.detach()  # no image prompts: this pass already is the plain one
@@ -308,7 +309,8 @@ class AdaCLIPModule(AnomalyModule):
     @staticmethod
     def _upsample(logits: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """[B, N, 2] patch logits -> [B, 2, H, W] (bilinear, align_corners=True as the reference)."""
-        maps = logits.transpose(1, 2).unflatten(2, grid)
+        # contiguous: the transposed view would be taken for channels-last, whose bilinear kernel is slower
+        maps = logits.transpose(1, 2).unflatten(2, grid).contiguous()
         return F.interpolate(maps, size=size, mode="bilinear", align_corners=True)
 
     # ---------------------------------------------------------------- Lightning

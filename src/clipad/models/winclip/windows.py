@@ -28,7 +28,7 @@ def embedded_tokens(backbone: ClipBackbone, images: torch.Tensor) -> torch.Tenso
 
     ln_pre normalises each token alone, so applying it before a window picks its tokens changes nothing.
     """
-    return backbone._image_embeddings(images)
+    return backbone.embed_images(images)
 
 
 def run_blocks(backbone: ClipBackbone, sequences: torch.Tensor) -> torch.Tensor:
