@@ -4,6 +4,7 @@
     python bench/model.py --quick    # CPU: tiny only, one timed run per case
     python bench/model.py --backbones vit_b16_plus_240 --size 240 --cases "winclip 0-shot" "winclip 1-shot"
 
+    python bench/model.py --interleave    # CPU: all cases of a setting in one process, taking turns
     python bench/model.py --device cuda   # GPU (`make bench-gpu`): ViT-L-14-336 at 518 px, fp32 and bf16
 
 The floor of every row group is a bare image-tower forward of the same backbone on the same input
@@ -19,6 +20,10 @@ them); on CUDA the cases run in this process, one after another (memory counters
           images), and the median CPU time of the process over the same runs (all threads). With more
           threads than free cores, waiting threads spin: CPU time is inflated too; --threads 1 is the
           steadiest setting on a shared machine;
+  --interleave  (CPU) the steadier ratios: the floor and every case of a setting are built in one child
+          process, warmed up, then timed in --repeats rounds, one call of each case per round, so a change of
+          load on a shared machine hits the floor and the models alike; medians over the rounds. No memory
+          column (the cases share the process).
   memory  CPU: the peak resident memory (VmHWM, reset through /proc/self/clear_refs just before the warm-up)
           minus the resident memory at that moment, i.e. what running the case adds on top of the loaded
           model and input, allocator caching included; GPU: torch.cuda.max_memory_allocated minus the
@@ -225,6 +230,32 @@ def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, t
     )
 
 
+def measure_interleaved(cases: list[str], setting: Setting, rounds: int, threads: int) -> dict[str, Measured]:
+    """All cases in this process, timed in rounds of one call each (see --interleave in the docstring)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore")
+    runs = {case: case_function(case, setting) for case in cases}
+    results = {case: Measured(note=run) for case, run in runs.items() if isinstance(run, str)}
+    timed = {case: run for case, run in runs.items() if not isinstance(run, str)}
+    for run in timed.values():
+        run()  # warm-up (fills the caches, as in measure)
+    wall: dict[str, list[float]] = {case: [] for case in timed}
+    cpu: dict[str, list[float]] = {case: [] for case in timed}
+    for _ in range(rounds):
+        for case, run in timed.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run()
+            wall[case].append(time.perf_counter() - start)
+            cpu[case].append(time.process_time() - cpu_start)
+    per_image = 1000 / setting.batch
+    for case in timed:
+        results[case] = Measured(ms_per_image=statistics.median(wall[case]) * per_image,
+                                 cpu_ms_per_image=statistics.median(cpu[case]) * per_image,
+                                 note=f"interleaved, {rounds} rounds")
+    return {case: results[case] for case in cases}
+
+
 def autocast_bf16(run: Callable[[], object], device: str) -> Callable[[], object]:
     def under_autocast() -> object:
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
@@ -241,20 +272,39 @@ def _child(case: str, setting: Setting, repeats: int, min_seconds: float, thread
         pipe.send(Measured(note=f"error: {type(error).__name__}: {str(error)[:80]}"))
 
 
+def _interleaved_child(cases: list[str], setting: Setting, rounds: int, threads: int, pipe) -> None:
+    try:
+        pipe.send(measure_interleaved(cases, setting, rounds, threads))
+    except Exception as error:  # noqa: BLE001  (one failing model fails this setting's rows, not the run)
+        traceback.print_exc()
+        pipe.send({case: Measured(note=f"error: {type(error).__name__}: {str(error)[:80]}") for case in cases})
+
+
 # ----------------------------------------------------------------------------- parent side
-def run_case(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
-    if setting.device == "cuda":
-        return run_case_here(case, setting, args)
+def in_child(target: Callable, target_args: tuple, timeout: float, on_timeout: Callable[[str], object]) -> object:
+    """Run target(*target_args, pipe) in a forked child; its one message, or on_timeout(note)."""
     context = mp.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(case, setting, args.repeats, args.min_seconds, args.threads, send))
+    process = context.Process(target=target, args=(*target_args, send))
     process.start()
     send.close()
-    result = receive.recv() if receive.poll(args.timeout) else Measured(note=f"timeout after {args.timeout} s")
+    result = receive.recv() if receive.poll(timeout) else on_timeout(f"timeout after {timeout} s")
     process.join(5)
     if process.is_alive():
         process.kill()
     return result
+
+
+def run_case(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
+    if setting.device == "cuda":
+        return run_case_here(case, setting, args)
+    return in_child(_child, (case, setting, args.repeats, args.min_seconds, args.threads), args.timeout,
+                    lambda note: Measured(note=note))
+
+
+def run_interleaved(cases: list[str], setting: Setting, args: argparse.Namespace) -> dict[str, Measured]:
+    return in_child(_interleaved_child, (cases, setting, args.repeats, args.threads), args.timeout * len(cases),
+                    lambda note: {case: Measured(note=note) for case in cases})
 
 
 def run_case_here(case: str, setting: Setting, args: argparse.Namespace) -> Measured:
@@ -288,7 +338,7 @@ def format_row(setting: Setting, case: str, result: Measured, floor: Measured | 
         f"{result.cpu_ms_per_image:.1f}",
         f"{1000 / result.ms_per_image:.1f}",
         f"{ratio:.2f}x" if ratio is not None else "",
-        f"{result.memory_mb:.0f}",
+        f"{result.memory_mb:.0f}" if result.memory_mb is not None else "",
         "; ".join(part for part in (verdict, result.note) if part),
     ]
     return "| " + " | ".join(cells) + " |"
@@ -340,7 +390,11 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="stop repeating (after 2 runs) past this")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a case is abandoned")
+    parser.add_argument("--interleave", action="store_true",
+                        help="CPU: time a setting's cases in one process, taking turns (steadier ratios, no memory)")
     args = parser.parse_args()
+    if args.interleave and args.device == "cuda":
+        parser.error("--interleave is for the CPU (on CUDA the cases already run in one process)")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here: bench/model.py --device cuda has nothing to run (exit 0)")
         return 0
@@ -359,8 +413,15 @@ def main() -> int:
     results: dict[tuple[Setting, str], Measured] = {}
     inference_cases = [c for c in args.cases if c != "floor" and not (args.device == "cuda" and c.endswith("train"))]
     for setting in settings(args):
+        cases = ["floor", *inference_cases]
+        if args.interleave:
+            measured = run_interleaved(cases, setting, args)
+            for case in cases:
+                results[setting, case] = measured[case]
+                print(format_row(setting, case, measured[case], measured["floor"]), flush=True)
+            continue
         floor = None
-        for case in ["floor", *inference_cases]:
+        for case in cases:
             result = results[setting, case] = run_case(case, setting, args)
             if case == "floor":
                 floor = result
