@@ -23,14 +23,17 @@ class BranchOutput:
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[B, C, h, w] -> [B, C, H, W], bilinear with align_corners=False as the reference."""
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    """[B, C, h, w] -> [B, C, H, W], bilinear with align_corners=False as the reference.
+
+    Made contiguous first: on a channels-last input (the view tokens_to_grid gives) torch's CPU kernel for
+    these few-channel maps was 4x slower at batch 8, and so was every operation on its output."""
+    return F.interpolate(maps.contiguous(), size=size, mode="bilinear", align_corners=False)
 
 
 def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[B, N, C] patch tokens (row-major) -> [B, C, rows, cols], contiguous: a transposed view would be taken
-    for channels-last, whose bilinear kernel and every op on its output are several times slower here."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid).contiguous()
+    """[B, N, C] patch tokens (row-major) -> [B, C, rows, cols] (a channels-last view: the convolutions of the
+    prompt-query adapter are faster on it)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
 def score_against_text(
