@@ -21,8 +21,10 @@ def test_smoothing_matches_scipy_gaussian_filter(shape, sigma):
     np.testing.assert_allclose(gaussian_smooth(maps, sigma).numpy(), expected, atol=1e-12, rtol=0)
 
 
-def test_smoothing_cached_under_inference_mode_still_has_gradients():
-    maps = torch.rand(1, 19, 23)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_smoothing_cached_under_inference_mode_still_has_gradients(dtype):
+    # float64: the cached matrix is the one built here, not a converted copy
+    maps = torch.rand(1, 19, 23, dtype=dtype)
     with torch.inference_mode():
         gaussian_smooth(maps, 3.0)  # fills the matrix cache for this size
     leaf = maps.clone().requires_grad_()

@@ -37,11 +37,11 @@ def smoothing_matrix(size: int, sigma: float, dtype: torch.dtype, device: torch.
     at 224 px (a one-channel conv2d is poorly served by oneDNN), and the padding needs no copies. The
     mirror is periodic with period 2 * size, so a kernel wider than the map is handled too.
     """
-    kernel = gaussian_kernel_1d(sigma, torch.float64, torch.device("cpu"))
-    radius = kernel.numel() // 2
-    source = (torch.arange(size)[:, None] + torch.arange(-radius, radius + 1)) % (2 * size)
-    source = torch.where(source >= size, 2 * size - 1 - source, source)  # mirrored positions
-    matrix = torch.zeros(size, size, dtype=torch.float64)
-    matrix.scatter_add_(1, source, kernel.expand_as(source).contiguous())
     with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
+        kernel = gaussian_kernel_1d(sigma, torch.float64, torch.device("cpu"))
+        radius = kernel.numel() // 2
+        source = (torch.arange(size)[:, None] + torch.arange(-radius, radius + 1)) % (2 * size)
+        source = torch.where(source >= size, 2 * size - 1 - source, source)  # mirrored positions
+        matrix = torch.zeros(size, size, dtype=torch.float64)
+        matrix.scatter_add_(1, source, kernel.expand_as(source).contiguous())
         return matrix.to(dtype=dtype, device=device)
