@@ -252,7 +252,7 @@ def measure_interleaved(cases: list[str], setting: Setting, rounds: int, threads
     for case in timed:
         results[case] = Measured(ms_per_image=statistics.median(wall[case]) * per_image,
                                  cpu_ms_per_image=statistics.median(cpu[case]) * per_image,
-                                 note=f"interleaved, {rounds} rounds")
+                                 note=f"interleaved, {rounds} round{'' if rounds == 1 else 's'}")
     return {case: results[case] for case in cases}
 
 
