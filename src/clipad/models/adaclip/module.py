@@ -198,7 +198,8 @@ class AdaCLIPModule(AnomalyModule):
         """[len(names), T, D] with text prompts: one packed row per name (see clipad.backbone.packed_text).
 
         Positions 0..M (start-of-text, then the prompt tokens written before blocks 1..J-1) see only each
-        other, so they are the same in all sentences of a row: computed once per row, not once per sentence.
+        other, so they are the same in all sentences of a row: computed once per row, not once per sentence;
+        later positions once per distinct token prefix (a token tree).
         """
         packed = pack_rows([self._packed_first_block(name) for name in names])
         p = self.prompt_settings
