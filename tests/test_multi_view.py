@@ -22,6 +22,7 @@ from test_data_new_layouts import realiad_entry
 from clipad.cli.hydra_setup import compose_config
 from clipad.data.catalog import DatasetError
 from clipad.data.datamodule import AnomalyDataModule
+from clipad.data.dataset import AnomalyDataset
 from clipad.data.meta_json import reference_sample_id
 from clipad.errors import ClipadError
 from clipad.metrics.results import ResultsTable
@@ -203,3 +204,33 @@ def test_run_comparison_lists_the_sample_metrics_of_multi_view_runs(evaluated, t
     module.stage_results["test"].to_csv(tmp_path / "results.csv")
     rows = comparison_rows([tmp_path])
     assert rows[0]["realiad/sample_auroc"] == module.stage_results["test"].summary()["test/realiad/sample_auroc"]
+
+
+def pairing_dataset(datamodule, normal_views: tuple[str, ...]):
+    """AdaptCLIP's training pairing on the 2-view tree: test rows as queries, train normals of `normal_views` as
+    the pool; each normal image is replaced by its view's index, so a sample shows which view it was drawn from."""
+    rows = datamodule.table("realiad")
+    normals = [r for r in rows if r["split"] == "train" and r["label"] == 0 and r["view_id"] in normal_views]
+    dataset = AnomalyDataset([r for r in rows if r["split"] == "test"], dataset="realiad",
+                             transform=datamodule.eval_transform, prompt_names={"audiojack": "audiojack"},
+                             pixel_labels=True, normal_rows={"audiojack": normals})
+    dataset.image_tensor = lambda row: torch.tensor([VIEWS.index(row["view_id"])])
+    return dataset
+
+
+def test_training_pairs_come_from_the_query_images_own_view(evaluated):
+    _, datamodule, _ = evaluated
+    dataset = pairing_dataset(datamodule, VIEWS)
+    torch.manual_seed(0)
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert {s["view_id"] for s in samples} == set(VIEWS)
+    for sample in samples:
+        assert int(sample["normal_image"]) == VIEWS.index(sample["view_id"]), sample["path"]
+
+
+def test_a_view_without_normal_images_to_pair_with_is_a_clear_error(evaluated):
+    _, datamodule, _ = evaluated
+    dataset = pairing_dataset(datamodule, ("C1",))
+    c2 = next(i for i, row in enumerate(dataset.rows) if row["view_id"] == "C2")
+    with pytest.raises(DatasetError, match="view 'C2' of class 'audiojack' has none"):
+        dataset[c2]

@@ -48,7 +48,8 @@ class AnomalyDataset(Dataset):
     pixel_labels: the dataset has masks (normal images then have a valid all-zero mask); False for
     image-level datasets, whose samples all have has_mask False. mosaic_p: probability that a sample is
     replaced by a 2x2 mosaic of 4 random rows of its class (AdaCLIP training). normal_rows: per class,
-    the pool from which every sample draws one fresh normal image (AdaptCLIP training).
+    the pool from which every sample draws one fresh normal image (AdaptCLIP training); a row with a view
+    (Real-IAD, Real-IAD Variety) draws from the normal images of its own view, as its prompts are drawn.
     """
 
     def __init__(
@@ -76,6 +77,11 @@ class AnomalyDataset(Dataset):
         self._class_rows: dict[str, list[SampleRow]] = {}
         for row in self.rows:
             self._class_rows.setdefault(row["cls_name"], []).append(row)
+        self._view_normals: dict[tuple[str, str], list[SampleRow]] = {}
+        for cls_name, pool in (normal_rows or {}).items():
+            for normal in pool:
+                if normal.get("view_id"):
+                    self._view_normals.setdefault((cls_name, normal["view_id"]), []).append(normal)
         self._warned_sizes: set[str] = set()
 
     def __len__(self) -> int:
@@ -100,7 +106,7 @@ class AnomalyDataset(Dataset):
             path=path,
         )
         if self.normal_rows is not None:
-            sample["normal_image"] = self._random_normal(row["cls_name"])
+            sample["normal_image"] = self._random_normal(row)
         if not path.startswith("mosaic:"):
             sample["defect_type"] = row["defect_type"]
             if row.get("view_id") and row.get("sample_id"):
@@ -146,10 +152,19 @@ class AnomalyDataset(Dataset):
         has_mask = all(self._has_mask(row) for row in rows)
         return image, mask, label, has_mask, "mosaic:" + "|".join(sample_id(row) for row in rows)
 
-    def _random_normal(self, cls_name: str) -> torch.Tensor:
+    def _random_normal(self, row: SampleRow) -> torch.Tensor:
+        cls_name, view = row["cls_name"], row.get("view_id")
         pool = self.normal_rows.get(cls_name) if self.normal_rows is not None else None
         if not pool:
             raise DatasetError(f"dataset {self.dataset!r} has no normal image of class {cls_name!r} to pair with")
+        if view:
+            pool = self._view_normals.get((cls_name, view))
+            if not pool:
+                views = sorted(v for c, v in self._view_normals if c == cls_name)
+                raise DatasetError(
+                    f"dataset {self.dataset!r} pairs each image with a normal image of its own view, but view "
+                    f"{view!r} of class {cls_name!r} has none (views with normal images: {views}); complete the "
+                    "split files or leave the view out")
         return self.image_tensor(pool[int(torch.randint(len(pool), ()))])
 
 
