@@ -181,21 +181,27 @@ class ClipBackbone(nn.Module):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
 
-    def encode_text(self, token_ids: torch.Tensor, before_block: BlockHook | None = None) -> torch.Tensor:
-        """Text embeddings [T, D] (not normalised), pooled at the end-of-text token.
+    @torch.no_grad()
+    def _text_input(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Block 0's input [T, L, C], the causal mask [L, L] and each sentence's end-of-text index [T].
 
         Under the causal mask the end-of-text state never sees later positions, so the sequence is cut
-        after the longest prompt's end token: same result, far less work than 77 positions.
+        after the longest sentence's end token: same result, far less work than 77 positions.
         """
         clip = self.clip
         token_ids = token_ids.to(clip.token_embedding.weight.device)
         eot = token_ids.argmax(dim=-1)  # end-of-text has the largest id in CLIP's vocabulary
         length = int(eot.max()) + 1
+        x = clip.token_embedding(token_ids[:, :length]) + clip.positional_embedding[:length]
+        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        return x, mask, eot
+
+    def encode_text(self, token_ids: torch.Tensor, before_block: BlockHook | None = None) -> torch.Tensor:
+        """Text embeddings [T, D] (not normalised), pooled at the end-of-text token."""
+        clip = self.clip
         grad_wanted = torch.is_grad_enabled() and before_block is not None
         first_grad_block = before_block.first_block if before_block is not None else self.text_depth
-        with torch.no_grad():
-            x = clip.token_embedding(token_ids[:, :length]) + clip.positional_embedding[:length]
-        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        x, mask, eot = self._text_input(token_ids)
         for index, block in enumerate(clip.transformer.resblocks):
             with torch.set_grad_enabled(grad_wanted and index >= first_grad_block):
                 if before_block is not None:
@@ -210,13 +216,8 @@ class ClipBackbone(nn.Module):
     def text_first_block(self, token_ids: torch.Tensor) -> torch.Tensor:
         """States after text block 0, [T, L, C] (L: up to the longest sentence's end). Block 0 is never
         prompted, so they depend on the sentences only."""
-        clip = self.clip
-        token_ids = token_ids.to(clip.token_embedding.weight.device)
-        eot = token_ids.argmax(dim=-1)  # end-of-text has the largest id in CLIP's vocabulary
-        length = int(eot.max()) + 1
-        x = clip.token_embedding(token_ids[:, :length]) + clip.positional_embedding[:length]
-        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
-        return clip.transformer.resblocks[0](x, attn_mask=mask)
+        x, mask, _ = self._text_input(token_ids)
+        return self.clip.transformer.resblocks[0](x, attn_mask=mask)
 
     def encode_packed_text(self, packed: PackedText, before_block: BlockHook | None = None) -> torch.Tensor:
         """Text embeddings [R, T, D] (not normalised) of packed sentences (see clipad.backbone.packed_text),

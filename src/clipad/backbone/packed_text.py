@@ -73,12 +73,12 @@ class PackedText:
 def pack_rows(rows: list[PackedSentences]) -> PackedText:
     """One row per set of sentences, padded to the longest; a padding slot sees only itself (never read)."""
     size = max(len(row) for row in rows)
+    itself = torch.eye(size, dtype=torch.bool, device=rows[0].allowed.device)
     states, allowed = [], []
     for row in rows:
         pad = size - len(row)
         states.append(F.pad(row.states, (0, 0, 0, pad)))
-        allowed.append(F.pad(row.allowed, (0, pad, 0, pad)) | torch.eye(size, dtype=torch.bool,
-                                                                       device=row.allowed.device))
+        allowed.append(F.pad(row.allowed, (0, pad, 0, pad)) | itself)
     return PackedText(torch.stack(states), torch.stack(allowed), torch.stack([row.eot for row in rows]))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from clipad.backbone import ClipBackbone
 from clipad.errors import ConfigError
-from clipad.models.winclip.windows import embedded_tokens, run_blocks, window_embeddings, window_indices
+from clipad.models.winclip.windows import run_blocks, window_embeddings, window_indices
 
 
 @dataclass
@@ -44,7 +44,8 @@ class WindowEncoder:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> WinCLIPFeatures:
         backbone = self.backbone
-        tokens = embedded_tokens(backbone, images)
+        # After ln_pre: it normalises each token alone, so a window may pick its tokens from these.
+        tokens = backbone.embed_images(images)
         full = run_blocks(backbone, tokens)
         windows = {s: window_embeddings(backbone, tokens, idx, self.max_sequences) for s, idx in self.indices.items()}
         return WinCLIPFeatures(image=backbone.project(full[:, 0]), windows=windows,

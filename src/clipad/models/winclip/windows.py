@@ -23,14 +23,6 @@ def window_indices(grid: tuple[int, int], scale: int) -> torch.Tensor:
     return windows.reshape(-1, scale * scale)
 
 
-def embedded_tokens(backbone: ClipBackbone, images: torch.Tensor) -> torch.Tensor:
-    """[B, 1 + N, width]: CLS and patch tokens after patch + position embedding and ln_pre.
-
-    ln_pre normalises each token alone, so applying it before a window picks its tokens changes nothing.
-    """
-    return backbone.embed_images(images)
-
-
 def run_blocks(backbone: ClipBackbone, sequences: torch.Tensor) -> torch.Tensor:
     """[S, L, width] (already through ln_pre), batch-first, through every block of the image tower."""
     x = sequences
