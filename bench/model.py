@@ -41,7 +41,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -196,10 +196,35 @@ def case_function(case: str, setting: Setting) -> Callable[[], object] | str:
     return step
 
 
-def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, threads: int) -> Measured:
+def prepare_child(threads: int) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     warnings.filterwarnings("ignore")  # Lightning warns that self.log runs without a Trainer
+
+
+@dataclass
+class Timings:
+    """Wall and CPU time of each timed call of one case."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def time(self, run: Callable[[], object], sync: Callable[[], object] = lambda: None) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run()
+        sync()
+        self.wall.append(time.perf_counter() - start)
+        self.cpu.append(time.process_time() - cpu_start)
+
+    def per_image(self, batch: int, memory_mb: float | None = None, note: str = "") -> Measured:
+        """Medians in ms per image."""
+        scale = 1000 / batch
+        return Measured(ms_per_image=statistics.median(self.wall) * scale,
+                        cpu_ms_per_image=statistics.median(self.cpu) * scale, memory_mb=memory_mb, note=note)
+
+
+def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, threads: int) -> Measured:
+    prepare_child(threads)
     run = case_function(case, setting)
     if isinstance(run, str):
         return Measured(note=run)
@@ -210,49 +235,30 @@ def measure(case: str, setting: Setting, max_repeats: int, min_seconds: float, t
     memory.start()
     run()  # warm-up
     sync()
-    times: list[float] = []
-    cpu_times: list[float] = []
-    while len(times) < max_repeats and (len(times) < 2 or sum(times) < min_seconds):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    timings = Timings()
+    while len(timings.wall) < max_repeats and (len(timings.wall) < 2 or sum(timings.wall) < min_seconds):
+        timings.time(run, sync)
         if max_repeats == 1:
             break
-    per_image = 1000 / setting.batch
     total = f"total peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MB" if setting.device == "cuda" else ""
-    return Measured(
-        ms_per_image=statistics.median(times) * per_image,
-        cpu_ms_per_image=statistics.median(cpu_times) * per_image,
-        memory_mb=memory.peak_mb(),
-        note=total,
-    )
+    return timings.per_image(setting.batch, memory_mb=memory.peak_mb(), note=total)
 
 
 def measure_interleaved(cases: list[str], setting: Setting, rounds: int, threads: int) -> dict[str, Measured]:
     """All cases in this process, timed in rounds of one call each (see --interleave in the docstring)."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    warnings.filterwarnings("ignore")
+    prepare_child(threads)
     runs = {case: case_function(case, setting) for case in cases}
     results = {case: Measured(note=run) for case, run in runs.items() if isinstance(run, str)}
     timed = {case: run for case, run in runs.items() if not isinstance(run, str)}
     for run in timed.values():
         run()  # warm-up (fills the caches, as in measure)
-    wall: dict[str, list[float]] = {case: [] for case in timed}
-    cpu: dict[str, list[float]] = {case: [] for case in timed}
+    timings = {case: Timings() for case in timed}
     for _ in range(rounds):
         for case, run in timed.items():
-            start, cpu_start = time.perf_counter(), time.process_time()
-            run()
-            wall[case].append(time.perf_counter() - start)
-            cpu[case].append(time.process_time() - cpu_start)
-    per_image = 1000 / setting.batch
+            timings[case].time(run)
+    note = f"interleaved, {rounds} round{'' if rounds == 1 else 's'}"
     for case in timed:
-        results[case] = Measured(ms_per_image=statistics.median(wall[case]) * per_image,
-                                 cpu_ms_per_image=statistics.median(cpu[case]) * per_image,
-                                 note=f"interleaved, {rounds} round{'' if rounds == 1 else 's'}")
+        results[case] = timings[case].per_image(setting.batch, note=note)
     return {case: results[case] for case in cases}
 
 
